@@ -1,0 +1,283 @@
+"""A model of a cargo command line.
+
+`cargo [+toolchain] [global options] <subcommand> [args] [-- trailing]` is split into its
+parts without reordering or dropping anything: `CargoCommand.tokens` is always the argv as
+given, and every edit cargo-agent makes later is an explicit, reported change.
+Aliases (built-in and user `[alias]`, `CARGO_ALIAS_<NAME>`) are expanded into
+`CargoCommand.expanded` for the policy; cargo still receives the alias itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from cargo_agent.errors import UsageError
+
+BUILTIN_ALIASES = {"b": "build", "c": "check", "d": "doc", "t": "test", "r": "run", "rm": "remove"}
+
+# cargo's own subcommands: a user alias cannot shadow them (cargo ignores such an alias).
+BUILTIN_SUBCOMMANDS = frozenset({
+    "add", "bench", "build", "check", "clean", "config", "doc", "fetch", "fix", "generate-lockfile",
+    "git-checkout", "help", "info", "init", "install", "locate-project", "login", "logout", "metadata",
+    "new", "owner", "package", "pkgid", "publish", "read-manifest", "remove", "report", "run", "rustc",
+    "rustdoc", "search", "test", "tree", "uninstall", "update", "vendor", "verify-project", "version",
+    "yank",
+})
+
+# Subcommands that compile nothing: they never take a slot and run on the fast path.
+# Unknown external subcommands count as compiling, which is the safe side.
+NON_COMPILING = frozenset({
+    "add", "clean", "config", "fetch", "fmt", "generate-lockfile", "git-checkout", "help", "info",
+    "init", "locate-project", "login", "logout", "metadata", "new", "owner", "pkgid", "read-manifest",
+    "remove", "report", "search", "tree", "uninstall", "update", "vendor", "verify-project", "version",
+    "yank",
+})
+
+# Global options that take a value: long name -> short letter (or "").
+_GLOBAL_VALUE_LONG = {"--color": "", "--config": "", "--explain": ""}
+_GLOBAL_VALUE_SHORT = {"C", "Z"}
+_GLOBAL_FLAGS_LONG = {"--verbose", "--quiet", "--locked", "--offline", "--frozen", "--version", "--list",
+                      "--help"}
+_GLOBAL_FLAGS_SHORT = {"v", "q", "V", "h"}
+
+# Options of subcommands (cargo's and common external ones) that take a value, so that their
+# value is not read as a flag or a positional. Optional-value options (`--timings[=..]`) are not here.
+_VALUE_LONG = frozenset({
+    "package", "exclude", "features", "target", "target-dir", "manifest-path", "lockfile-path", "jobs",
+    "profile", "bin", "example", "test", "bench", "message-format", "color", "config", "artifact-dir",
+    "registry", "index", "root", "edition", "name", "vcs", "depth", "format", "prefix", "invert",
+    "edges", "charset", "filter-platform", "format-version", "filter-expr", "partition", "test-threads",
+    "build-jobs", "retries", "cargo-profile", "archive-file", "run-ignored", "explain",
+})
+_VALUE_SHORT = frozenset({"p", "F", "j", "C", "Z", "E", "P"})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option occurrence in the subcommand args: `name` is canonical (`--package`, `-v`)."""
+
+    name: str
+    value: str | None
+    index: int  # index of the option's first token in the args list
+    span: int  # how many tokens it covers (2 for `-p foo`, 1 for `-pfoo`)
+
+
+_SHORT_TO_LONG = {"p": "--package", "F": "--features", "j": "--jobs", "C": "-C", "Z": "-Z",
+                  "E": "--filter-expr", "P": "--profile", "v": "--verbose", "q": "--quiet",
+                  "h": "--help", "r": "--release", "V": "--version"}
+
+
+@dataclass(frozen=True)
+class ParsedArgs:
+    options: tuple[Option, ...]
+    positionals: tuple[str, ...]
+
+    def has(self, *names: str) -> bool:
+        return any(option.name in names for option in self.options)
+
+    def values(self, *names: str) -> list[str]:
+        return [o.value for o in self.options if o.name in names and o.value is not None]
+
+
+def parse_args(args: Sequence[str]) -> ParsedArgs:
+    """Parse subcommand args (everything before `--`) into options and positionals."""
+    options: list[Option] = []
+    positionals: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token.startswith("--") and len(token) > 2:
+            name, eq, value = token.partition("=")
+            if eq:
+                options.append(Option(name, value, i, 1))
+            elif name[2:] in _VALUE_LONG and i + 1 < len(args) and not args[i + 1].startswith("-"):
+                options.append(Option(name, args[i + 1], i, 2))
+                i += 1
+            else:
+                options.append(Option(name, None, i, 1))
+        elif token.startswith("-") and len(token) > 1:
+            cluster = token[1:]
+            for pos, letter in enumerate(cluster):
+                name = _SHORT_TO_LONG.get(letter, f"-{letter}")
+                if letter in _VALUE_SHORT:
+                    rest = cluster[pos + 1:].removeprefix("=")
+                    if rest:
+                        options.append(Option(name, rest, i, 1))
+                    elif i + 1 < len(args) and not args[i + 1].startswith("-"):
+                        options.append(Option(name, args[i + 1], i, 2))
+                        i += 1
+                    else:
+                        options.append(Option(name, None, i, 1))
+                    break
+                options.append(Option(name, None, i, 1))
+        else:
+            positionals.append(token)
+        i += 1
+    return ParsedArgs(tuple(options), tuple(positionals))
+
+
+@dataclass
+class CargoCommand:
+    tokens: list[str]  # the command line as given (after cargo-agent's own options)
+    toolchain: str | None = None  # from a leading `+toolchain`
+    directory: str | None = None  # -C DIR
+    global_configs: list[str] = field(default_factory=list)  # --config values before the subcommand
+    global_unstable: list[str] = field(default_factory=list)  # -Z values before the subcommand
+    global_verbose: int = 0
+    top_level: str | None = None  # --version / --list / --explain / --help before the subcommand
+    subcommand: str | None = None  # as typed (may be an alias)
+    subcommand_index: int | None = None  # index in tokens
+    args: list[str] = field(default_factory=list)  # subcommand args before `--`
+    trailing: list[str] | None = None  # after `--`
+    expanded: list[str] = field(default_factory=list)  # [subcommand, *args] with aliases expanded
+    alias_chain: list[str] = field(default_factory=list)
+
+    @property
+    def resolved(self) -> str | None:
+        """The real subcommand after alias expansion (`nextest run` for nextest)."""
+        if not self.expanded:
+            return None
+        head = self.expanded[0]
+        if head == "nextest":
+            rest = parse_args(self.expanded[1:]).positionals
+            if rest and rest[0] in ("run", "r"):
+                return "nextest run"
+        return head
+
+    @property
+    def expanded_args(self) -> list[str]:
+        return self.expanded[1:]
+
+    @property
+    def configs(self) -> list[str]:
+        """`--config` values, before and after the subcommand (cargo's are global options)."""
+        return [*self.global_configs, *self.parsed.values("--config")]
+
+    @property
+    def unstable(self) -> list[str]:
+        return [*self.global_unstable, *self.parsed.values("-Z")]
+
+    @property
+    def verbose(self) -> int:
+        return self.global_verbose + sum(1 for o in self.parsed.options if o.name == "--verbose")
+
+    @property
+    def parsed(self) -> ParsedArgs:
+        return parse_args(self.expanded_args)
+
+    @property
+    def wants_help(self) -> bool:
+        return self.top_level is not None or self.parsed.has("--help") or self.resolved == "help"
+
+    @property
+    def compiles(self) -> bool:
+        """False for commands that compile nothing: they run at once, without a slot."""
+        if self.wants_help or self.resolved is None:
+            return False
+        return self.resolved not in NON_COMPILING
+
+
+def _split_value(token: str, i: int, tokens: Sequence[str], name: str) -> tuple[str, int]:
+    """The value of a value-taking option at tokens[i]: attached (`--x=v`, `-Cv`) or next token."""
+    if "=" in token and token.startswith("--"):
+        return token.split("=", 1)[1], i
+    if not token.startswith("--") and len(token) > 2:
+        return token[2:].removeprefix("="), i
+    if i + 1 >= len(tokens):
+        raise UsageError(f"a value is required for '{name}' but none was supplied")
+    return tokens[i + 1], i + 1
+
+
+def parse(tokens: Sequence[str]) -> CargoCommand:
+    """Split a cargo command line; raises UsageError only for a malformed line."""
+    tokens = list(tokens)
+    command = CargoCommand(tokens=tokens)
+    i = 0
+    if tokens and tokens[0].startswith("+"):
+        command.toolchain = tokens[0][1:]
+        if not command.toolchain or any(c.isspace() or c in "/\\" for c in command.toolchain):
+            raise UsageError(f"invalid toolchain name '{tokens[0]}'",
+                             help=("write `+stable`, `+nightly`, `+1.92.0` or another installed toolchain",))
+        i = 1
+    while i < len(tokens):
+        token = tokens[i]
+        long_name = token.split("=", 1)[0]
+        if token == "--":
+            command.trailing = tokens[i + 1:]
+            break
+        if long_name in _GLOBAL_VALUE_LONG:
+            value, i = _split_value(token, i, tokens, long_name)
+            if long_name == "--config":
+                command.global_configs.append(value)
+            elif long_name == "--explain":
+                command.top_level = "--explain"
+        elif token in _GLOBAL_FLAGS_LONG:
+            if token == "--verbose":
+                command.global_verbose += 1
+            elif token in ("--version", "--list", "--help"):
+                command.top_level = command.top_level or token
+        elif token.startswith("-") and not token.startswith("--") and len(token) > 1:
+            for pos, letter in enumerate(token[1:], start=1):
+                if letter in _GLOBAL_VALUE_SHORT:
+                    value, i = _split_value("-" + letter + token[pos + 1:], i, tokens, f"-{letter}")
+                    if letter == "C":
+                        command.directory = value
+                    else:
+                        command.global_unstable.append(value)
+                    break
+                if letter == "v":
+                    command.global_verbose += 1
+                elif letter == "V":
+                    command.top_level = command.top_level or "--version"
+                elif letter == "h":
+                    command.top_level = command.top_level or "--help"
+        elif token.startswith("--"):
+            pass  # unknown global option: cargo will judge it; we pass it through untouched
+        else:
+            command.subcommand = token
+            command.subcommand_index = i
+            rest = tokens[i + 1:]
+            if "--" in rest:
+                cut = rest.index("--")
+                command.args, command.trailing = rest[:cut], rest[cut + 1:]
+            else:
+                command.args = rest
+            break
+        i += 1
+    command.expanded = [command.subcommand, *command.args] if command.subcommand else []
+    return command
+
+
+AliasLookup = Callable[[str], "list[str] | None"]
+
+_MAX_ALIAS_DEPTH = 32
+
+
+def expand_aliases(command: CargoCommand, lookup: AliasLookup) -> CargoCommand:
+    """Expand built-in and user aliases of the subcommand, as cargo does, with a loop guard."""
+    if command.subcommand is None:
+        return command
+    expanded = [command.subcommand, *command.args]
+    chain: list[str] = []
+    while True:
+        head = expanded[0]
+        if head in BUILTIN_ALIASES:
+            expanded = [BUILTIN_ALIASES[head], *expanded[1:]]
+            chain.append(head)
+            continue
+        if head in BUILTIN_SUBCOMMANDS:
+            break
+        replacement = lookup(head)
+        if replacement is None:
+            break
+        if head in chain or len(chain) >= _MAX_ALIAS_DEPTH:
+            raise UsageError(f"alias {command.subcommand} has unresolvable recursive definition: "
+                             + " -> ".join([*chain, head]))
+        if not replacement:
+            raise UsageError(f"alias {head} expands to nothing")
+        chain.append(head)
+        expanded = [*replacement, *expanded[1:]]
+    command.expanded = expanded
+    command.alias_chain = chain
+    return command

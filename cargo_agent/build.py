@@ -1,0 +1,192 @@
+"""The full path for a compiling command: aliases, workspace, config, policy, toolchain,
+env shaping, a slot, the supervised run, the report. `--dry-run` stops before the slot."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cargo_agent import argv as argv_model
+from cargo_agent import cargoconfig, envshape, policy, realcargo, report, slots, supervise, toolchain, workspace
+from cargo_agent import config as settings
+from cargo_agent.errors import EXIT_USAGE
+
+INVOKED_AS_ENV = "CARGO_AGENT_INVOKED_AS"  # set by the shim: refusal hints then say `cargo ...`
+
+
+def _alias_lookup(cargo_config: cargoconfig.CargoConfig, env: dict[str, str]) -> argv_model.AliasLookup:
+    def lookup(name: str) -> list[str] | None:
+        from_env = env.get("CARGO_ALIAS_" + name.upper().replace("-", "_"))
+        if from_env is not None:
+            return from_env.split()
+        aliases = cargo_config.get("alias")
+        if isinstance(aliases, dict) and name in aliases:
+            value = cargoconfig.string_list(aliases[name])
+            if value is None:
+                from cargo_agent.errors import UsageError
+
+                raise UsageError(f"alias.{name} in cargo config is neither a string nor a list of strings")
+            return value
+        return None
+
+    return lookup
+
+
+def run(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], options: Any) -> int:
+    from cargo_agent.cli import exec_passthrough, start_dir
+
+    dry_run = bool(options and options.dry_run)
+    as_json = bool(options and options.json)
+    cargo_config = cargoconfig.load(cwd, env, command.global_configs)
+    command = argv_model.expand_aliases(command, _alias_lookup(cargo_config, env))
+    if not command.compiles and not dry_run:
+        return exec_passthrough(command, cwd, env)
+    manifest_arg = next(iter(command.parsed.values("--manifest-path")), None)
+    location = workspace.locate(cwd, manifest_arg) if command.compiles else None
+    root_data = location.workspace.root_data if location else None
+    config = settings.load(env, root_data, location.workspace.root_manifest if location else None)
+    program = env.get(INVOKED_AS_ENV) or "cargo-agent"
+    decision = policy.evaluate(command, location, config, program)
+    if not decision.allowed and not dry_run:
+        raise decision.error()
+    if command.configs != command.global_configs:  # --config after the subcommand counts too
+        cargo_config = cargoconfig.load(cwd, env, command.configs)
+    chosen = toolchain.choose(command.toolchain, start_dir(command, cwd) if not manifest_arg
+                              else (cwd / manifest_arg).parent)
+    toolchain.check(chosen, env)
+    child_env = dict(env)
+    toolchain.apply(chosen, child_env)
+    slot_settings = slots.resolve(config, env, create=not dry_run)
+    shaped = envshape.shape(command, cargo_config, config, child_env, slot_settings.count)
+    if config["isolate_cargo_home"] and location is not None:
+        envshape.isolate_cargo_home(shaped, location.workspace.root_manifest.parent)
+    limit_as = None if _exempt_from_limit(command, config) else config["limit_as"]
+    cargo = realcargo.find(env, config["cargo"])
+    if dry_run:
+        _print_plan(command, decision, chosen, slot_settings, shaped, cargo, limit_as, config, env, as_json)
+        return 0 if decision.allowed else EXIT_USAGE
+    return _execute(command, cwd, env, config, slot_settings, shaped, cargo, limit_as)
+
+
+def _exempt_from_limit(command: argv_model.CargoCommand, config: settings.Config) -> bool:
+    exempt = set(config["limit_as_exempt"])
+    if (command.resolved or "") in exempt:
+        return True
+    sanitizer = any(u.startswith("sanitizer") for u in command.unstable) or any(
+        "sanitizer" in (os.environ.get(v) or "") for v in ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"))
+    return "sanitizer" in exempt and sanitizer
+
+
+def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], config: settings.Config,
+             slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str,
+             limit_as: int | None) -> int:
+    started = time.monotonic()
+    slot = slots.inherited_slot(env, slot_settings)
+    if slot is None:
+        slot = slots.acquire(slot_settings, command.tokens, cwd, env)
+    shaped.env[slots.SLOT_ENV] = slot.env_value()
+    spec = supervise.RunSpec(cargo, shaped.argv, shaped.env, limit_as, config["timeout"], config["soft_timeout"],
+                             config["kill_grace"], (slot.fd,))
+    retries = 0
+    guard = _memory_guard(slot_settings, env, slot) if slot_settings.mem_kill and not slot.nested else None
+    try:
+        while True:
+            outcome = supervise.run_once(spec, guard)
+            failure = None
+            if outcome.exit_code not in (0,) and not outcome.timed_out and outcome.signalled is None \
+                    and not outcome.memory_killed:
+                failure = supervise.transient_failure(outcome.stderr_tail)
+            if failure is None or retries >= config["retries"]:
+                break
+            retries += 1
+            shaped = shaped.with_jobs(max(1, shaped.jobs // 2))
+            spec.argv, spec.env = shaped.argv, shaped.env
+            sys.stderr.write(f"warning: cargo-agent: transient resource failure ({failure[:120]}); "
+                             f"retrying with --jobs {shaped.jobs} (retry {retries} of {config['retries']})\n")
+            time.sleep(supervise.backoff(retries - 1))
+    finally:
+        slot.release()
+    if outcome.timed_out:
+        sys.stderr.write(f"error: timed out after {supervise.format_duration(config['timeout'])}; "
+                         f"stopped {outcome.stopped} processes\n")
+    elif outcome.memory_killed:
+        sys.stderr.write(f"error: stopped by cargo-agent: host memory stayed above mem_kill "
+                         f"{slot_settings.mem_kill:g}% and this was the most recently admitted build\n")
+    hint = supervise.oom_hint(outcome, spec)
+    if hint:
+        sys.stderr.write(hint + "\n")
+    record = {
+        "time": time.time(), "command": command.tokens, "cwd": str(cwd), "exit_code": outcome.exit_code,
+        "wall_seconds": round(time.monotonic() - started, 3), "slot_wait_seconds": round(slot.waited, 3),
+        "slot": slot.index, "nested": slot.nested, "peak_rss": outcome.peak_rss, "retries": retries,
+        "timed_out": outcome.timed_out, "pid": os.getpid(),
+    }
+    report.append(slot_settings.lock_dir, record, slot_settings.shared)
+    if config["report"]:
+        sys.stderr.write(report.summary(record) + "\n")
+    return outcome.exit_code
+
+
+def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str], slot: slots.Slot) -> Any:
+    from cargo_agent import memory
+
+    over = {"count": 0}
+
+    def check() -> bool:
+        reading = memory.read(env)
+        over["count"] = over["count"] + 1 if reading.used_percent > float(slot_settings.mem_kill or 100) else 0
+        return over["count"] >= 4 and slots.newest_holder_pid(slot_settings) == os.getpid()
+
+    return check
+
+
+def _print_plan(command: argv_model.CargoCommand, decision: policy.Decision, chosen: toolchain.Toolchain,
+                slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str, limit_as: int | None,
+                config: settings.Config, env: dict[str, str], as_json: bool) -> None:
+    plan = {
+        "decision": decision.as_json(),
+        "subcommand": command.resolved,
+        "aliases": command.alias_chain,
+        "compiles": command.compiles,
+        "toolchain": {"name": chosen.name, "source": chosen.source},
+        "slots": {"count": slot_settings.count, "ceiling": slot_settings.ceiling, "formula": slot_settings.formula,
+                  "lock_dir": str(slot_settings.lock_dir), "shared": slot_settings.shared,
+                  "mem_high": slot_settings.mem_high, "mem_kill": slot_settings.mem_kill,
+                  "wait_timeout": slot_settings.wait_timeout},
+        "limits": {"limit_as": limit_as, "timeout": config["timeout"], "kill_grace": config["kill_grace"],
+                   "retries": config["retries"]},
+        "env": [{"name": c.name.split(" ", 1)[1], "before": c.before, "after": c.after, "why": c.why}
+                for c in shaped.changes if c.name.startswith("env ")]
+               + [{"name": n, "before": env.get(n), "after": shaped.env.get(n), "why": "toolchain pin"}
+                  for n in ("RUSTUP_TOOLCHAIN", "RUSTUP_AUTO_INSTALL") if env.get(n) != shaped.env.get(n)],
+        "args": [{"before": c.before, "after": c.after, "why": c.why} for c in shaped.changes
+                 if c.name.startswith("arg ")],
+        "notes": shaped.notes,
+        "argv": [cargo, *shaped.argv],
+    }
+    if as_json:
+        print(json.dumps(plan, indent=2))
+        return
+    out = [f"decision:  {'allowed' if decision.allowed else 'refused (rule ' + str(decision.rule) + ')'}"]
+    if not decision.allowed:
+        out.append(f"  reason:  {decision.reason}")
+        out.append(f"  fix:     {decision.fix}")
+    out.append(f"toolchain: {chosen.name or '(rustup default)'} (from {chosen.source})")
+    out.append(f"slots:     {slot_settings.count} of {slot_settings.ceiling} in {slot_settings.lock_dir}; "
+               f"N = {slot_settings.formula}")
+    out.append(f"memory:    wait above {slot_settings.mem_high:g}%, "
+               f"kill guard {'off' if slot_settings.mem_kill is None else f'{slot_settings.mem_kill:g}%'}")
+    out.append(f"limits:    RLIMIT_AS {limit_as if limit_as else 'unlimited'}, timeout {config['timeout'] or 'none'}")
+    for item in plan["env"]:  # type: ignore[attr-defined]
+        out.append(f"env:       {item['name']}={item['after']!r} (was {item['before']!r}): {item['why']}")
+    for item in plan["args"]:  # type: ignore[attr-defined]
+        out.append(f"arg:       {item['before']} -> {item['after']}: {item['why']}")
+    for note in shaped.notes:
+        out.append(f"note:      {note}")
+    out.append("argv:      " + shlex.join([cargo, *shaped.argv]))
+    print("\n".join(out))

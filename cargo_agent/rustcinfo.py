@@ -1,0 +1,154 @@
+"""Facts about the rustc a build uses (`rustc -vV`, `rustc --print cfg`), cached per toolchain.
+
+Calling rustc costs tens of milliseconds, so answers are cached in
+`$XDG_CACHE_HOME/cargo-agent/rustc-info.json`, keyed by the toolchain and the mtime of its
+rustc binary (an update of `stable` changes the key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cargo_agent import toolchain as toolchains
+from cargo_agent.errors import UsageError
+
+
+@dataclass(frozen=True)
+class RustcInfo:
+    host: str
+    release: str  # e.g. "1.95.0" or "1.97.0-nightly"
+
+    @property
+    def version(self) -> tuple[int, int]:
+        parts = self.release.split("-")[0].split(".")
+        try:
+            return int(parts[0]), int(parts[1])
+        except (IndexError, ValueError):
+            return (0, 0)
+
+
+def cache_path(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
+    return Path(base) / "cargo-agent" / "rustc-info.json"
+
+
+def _cache_key(rustc: str, env: Mapping[str, str], extra: str) -> str:
+    name = env.get("RUSTUP_TOOLCHAIN", "")
+    directory = toolchains.toolchain_dir(name, env) if name else None
+    binary = (directory / "bin" / "rustc") if directory else Path(toolchains.which(rustc, env) or rustc)
+    try:
+        stamp = str(binary.stat().st_mtime_ns)
+    except OSError:
+        stamp = "?"
+    return f"{rustc}|{name}|{binary}|{stamp}|{extra}"
+
+
+def _cached(env: Mapping[str, str], key: str, compute: list[str]) -> str:
+    path = cache_path(env)
+    try:
+        cache = json.loads(path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    if isinstance(cache.get(key), str):
+        return str(cache[key])
+    try:
+        result = subprocess.run(compute, env=dict(env), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise UsageError(f"cannot run `{' '.join(compute)}`: {err}") from None
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["no output"])[0]
+        raise UsageError(f"`{' '.join(compute)}` failed: {first}")
+    cache[key] = result.stdout
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache we cannot write only costs time
+    return result.stdout
+
+
+def rustc_command(env: Mapping[str, str]) -> str:
+    return env.get("RUSTC") or "rustc"
+
+
+def info(env: Mapping[str, str]) -> RustcInfo:
+    rustc = rustc_command(env)
+    text = _cached(env, _cache_key(rustc, env, "-vV"), [rustc, "-vV"])
+    fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    return RustcInfo(fields.get("host", ""), fields.get("release", ""))
+
+
+def cfg(env: Mapping[str, str], target: str) -> list[str]:
+    rustc = rustc_command(env)
+    text = _cached(env, _cache_key(rustc, env, f"cfg:{target}"), [rustc, "--print", "cfg", "--target", target])
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def cfg_matches(expression: str, facts: list[str]) -> bool:
+    """Evaluate a `cfg(...)` expression (all/any/not, `name`, `key = "value"`) against facts."""
+    tokens = _cfg_tokens(expression.strip())
+    if tokens[:2] != ["cfg", "("] or tokens[-1] != ")":
+        return False
+    position = 2
+    facts_set = set(facts)
+
+    def parse() -> bool:
+        nonlocal position
+        word = tokens[position]
+        position += 1
+        if word in ("all", "any", "not") and position < len(tokens) and tokens[position] == "(":
+            position += 1
+            results = []
+            while tokens[position] != ")":
+                results.append(parse())
+                if tokens[position] == ",":
+                    position += 1
+            position += 1
+            if word == "all":
+                return all(results)
+            if word == "any":
+                return any(results)
+            return not results[0] if results else True
+        if position < len(tokens) and tokens[position] == "=":
+            value = tokens[position + 1]
+            position += 2
+            return f'{word}="{value}"' in facts_set
+        return word in facts_set
+
+    try:
+        return parse()
+    except IndexError:
+        return False
+
+
+def _cfg_tokens(text: str) -> list[str]:
+    tokens: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char.isspace():
+            i += 1
+        elif char in "(),=":
+            tokens.append(char)
+            i += 1
+        elif char == '"':
+            end = text.find('"', i + 1)
+            end = len(text) if end < 0 else end
+            tokens.append(text[i + 1:end])
+            i = end + 1
+        else:
+            j = i
+            while j < len(text) and not text[j].isspace() and text[j] not in '(),="':
+                j += 1
+            tokens.append(text[i:j])
+            i = j
+    return tokens

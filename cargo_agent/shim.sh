@@ -1,0 +1,16 @@
+#!/bin/sh
+# cargo-agent-shim: a `cargo` for PATH that runs every cargo command through cargo-agent.
+# cargo-agent finds the real cargo past this file: it skips any file carrying the marker above,
+# so there is no recursion even when this directory is on PATH twice.
+agent="${CARGO_AGENT_BIN:-}"
+if [ -z "$agent" ]; then
+    agent=$(command -v cargo-agent 2>/dev/null) || agent=""
+fi
+if [ -z "$agent" ] || [ ! -x "$agent" ]; then
+    echo "error: cargo-agent is not installed, and the cargo shim at $0 runs cargo only through it" >&2
+    echo "help: pip install cargo-agent, or set CARGO_AGENT_BIN, or take $(dirname "$0") off PATH" >&2
+    exit 127
+fi
+CARGO_AGENT_INVOKED_AS=cargo
+export CARGO_AGENT_INVOKED_AS
+exec "$agent" "$@"

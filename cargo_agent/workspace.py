@@ -1,0 +1,226 @@
+"""Where cargo would start, and which workspace and packages that means, read with tomllib.
+
+Mirrors cargo's rules closely enough for the policy gate: `--manifest-path`, else the
+nearest Cargo.toml walking up from the working dir (after `-C`); the workspace root is that
+manifest if it has `[workspace]`, else `package.workspace`, else the nearest ancestor with
+`[workspace]` that lists the package as a member (glob `members`, `exclude`, and path
+dependencies inside the workspace dir). No `cargo metadata`: it costs a second per call.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cargo_agent.errors import UsageError
+from cargo_agent.tomlfile import read_toml
+
+MANIFEST = "Cargo.toml"
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    manifest: Path
+
+    @property
+    def directory(self) -> Path:
+        return self.manifest.parent
+
+
+@dataclass
+class Workspace:
+    root_manifest: Path
+    root_data: dict[str, Any]
+    members: list[Package] = field(default_factory=list)
+    default_members: list[Package] | None = None
+
+    @property
+    def virtual(self) -> bool:
+        return "package" not in self.root_data
+
+    @property
+    def root_package(self) -> Package | None:
+        return next((p for p in self.members if p.manifest == self.root_manifest), None)
+
+    @property
+    def member_names(self) -> list[str]:
+        return [p.name for p in self.members]
+
+
+@dataclass
+class Location:
+    manifest: Path  # the manifest cargo starts from
+    workspace: Workspace
+    explicit_manifest: bool  # came from --manifest-path
+
+    @property
+    def package(self) -> Package | None:
+        """The package whose manifest cargo starts from; None at a virtual root."""
+        return next((p for p in self.workspace.members if p.manifest == self.manifest), None)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    data = read_toml(path)
+    assert data is not None
+    package = data.get("package")
+    if package is not None and not isinstance(package, dict):
+        raise UsageError(f"malformed manifest {path}: `package` is not a table")
+    workspace = data.get("workspace")
+    if workspace is not None and not isinstance(workspace, dict):
+        raise UsageError(f"malformed manifest {path}: `workspace` is not a table")
+    return data
+
+
+def _package_name(path: Path, data: dict[str, Any]) -> str:
+    name = data.get("package", {}).get("name")
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"malformed manifest {path}: `package.name` is missing or not a string")
+    return name
+
+
+def find_manifest(start: Path) -> Path | None:
+    for directory in [start, *start.parents]:
+        candidate = directory / MANIFEST
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _string_list(data: dict[str, Any], key: str, path: Path) -> list[str]:
+    value = data.get("workspace", {}).get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"malformed manifest {path}: `workspace.{key}` is not a list of strings")
+    return value
+
+
+def _expand(root: Path, patterns: list[str]) -> list[Path]:
+    dirs: list[Path] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern, root_dir=root))
+        else:
+            matches = [pattern]
+        for match in matches:
+            directory = Path(os.path.normpath(root / match))
+            if (directory / MANIFEST).is_file() and directory not in dirs:
+                dirs.append(directory)
+    return dirs
+
+
+def _path_dependencies(directory: Path, data: dict[str, Any]) -> list[Path]:
+    tables: list[Any] = [data.get(k, {}) for k in ("dependencies", "dev-dependencies", "build-dependencies")]
+    for target in data.get("target", {}).values() if isinstance(data.get("target"), dict) else []:
+        if isinstance(target, dict):
+            tables += [target.get(k, {}) for k in ("dependencies", "dev-dependencies", "build-dependencies")]
+    found = []
+    for table in tables:
+        if not isinstance(table, dict):
+            continue
+        for spec in table.values():
+            if isinstance(spec, dict) and isinstance(spec.get("path"), str):
+                found.append(Path(os.path.normpath(directory / spec["path"])))
+    return found
+
+
+def load_workspace(root_manifest: Path, root_data: dict[str, Any]) -> Workspace:
+    root = root_manifest.parent
+    excluded = [Path(os.path.normpath(root / e)) for e in _string_list(root_data, "exclude", root_manifest)]
+    workspace = Workspace(root_manifest, root_data)
+    queue = _expand(root, _string_list(root_data, "members", root_manifest))
+    if "package" in root_data:
+        queue.insert(0, root)
+    seen: set[Path] = set()
+    while queue:
+        directory = queue.pop(0)
+        if directory in seen or any(directory == e or e in directory.parents for e in excluded):
+            continue
+        seen.add(directory)
+        manifest = directory / MANIFEST
+        data = root_data if manifest == root_manifest else _read_manifest(manifest)
+        if "package" not in data:
+            continue
+        workspace.members.append(Package(_package_name(manifest, data), manifest))
+        queue += [d for d in _path_dependencies(directory, data)
+                  if (root == d or root in d.parents) and (d / MANIFEST).is_file()]
+    defaults = root_data.get("workspace", {}).get("default-members")
+    if defaults is not None:
+        default_dirs = _expand(root, _string_list(root_data, "default-members", root_manifest))
+        workspace.default_members = [p for p in workspace.members if p.directory in default_dirs]
+    return workspace
+
+
+def _is_member(workspace: Workspace, manifest: Path) -> bool:
+    return any(p.manifest == manifest for p in workspace.members)
+
+
+def locate(cwd: Path, manifest_path: str | None) -> Location | None:
+    """The manifest and workspace cargo would use; None when there is no Cargo.toml at all."""
+    if manifest_path is not None:
+        manifest = Path(os.path.normpath(cwd / manifest_path))
+        if not manifest.is_file():
+            raise UsageError(f"manifest path `{manifest_path}` does not exist")
+    else:
+        found = find_manifest(cwd)
+        if found is None:
+            return None
+        manifest = found
+    data = _read_manifest(manifest)
+    if "workspace" in data:
+        return Location(manifest, load_workspace(manifest, data), manifest_path is not None)
+    pointer = data.get("package", {}).get("workspace")
+    candidates: list[Path] = []
+    if isinstance(pointer, str):
+        candidates = [Path(os.path.normpath(manifest.parent / pointer / MANIFEST))]
+    else:
+        candidates = [d / MANIFEST for d in manifest.parent.parents if (d / MANIFEST).is_file()]
+    for candidate in candidates:
+        root_data = _read_manifest(candidate)
+        if "workspace" not in root_data:
+            continue
+        workspace = load_workspace(candidate, root_data)
+        if _is_member(workspace, manifest):
+            return Location(manifest, workspace, manifest_path is not None)
+        break  # the nearest workspace does not claim it: a package of its own
+    standalone = Workspace(manifest, data, [Package(_package_name(manifest, data), manifest)])
+    return Location(manifest, standalone, manifest_path is not None)
+
+
+def match_packages(workspace: Workspace, specs: list[str]) -> list[str]:
+    """Member names a list of `-p` specs selects (globs supported, `name@version` too)."""
+    names: list[str] = []
+    for spec in specs:
+        name = spec.split("@", 1)[0]
+        if glob.has_magic(name):
+            names += [n for n in workspace.member_names if fnmatch.fnmatchcase(n, name) and n not in names]
+        elif name not in names:
+            names.append(name)
+    return names
+
+
+@dataclass(frozen=True)
+class Selection:
+    packages: list[str]
+    how: str  # why this is the selection, for messages
+
+
+def selection(location: Location, packages: list[str], workspace_flag: bool,
+              excludes: list[str]) -> Selection:
+    """Which packages a command selects, following cargo's rules for package selection."""
+    workspace = location.workspace
+    if workspace_flag:
+        excluded = set(match_packages(workspace, excludes))
+        return Selection([n for n in workspace.member_names if n not in excluded], "--workspace")
+    if packages:
+        return Selection(match_packages(workspace, packages), "-p")
+    package = location.package
+    at_root = location.manifest == workspace.root_manifest
+    if at_root and workspace.default_members is not None:
+        return Selection([p.name for p in workspace.default_members], "default-members")
+    if package is not None:
+        return Selection([package.name], "the package at " + str(location.manifest.parent))
+    return Selection(workspace.member_names, "all members of the virtual workspace")
