@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,27 +38,44 @@ def _alias_lookup(cargo_config: cargoconfig.CargoConfig, env: dict[str, str]) ->
     return lookup
 
 
-def run(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], options: Any) -> int:
-    from cargo_agent.cli import exec_passthrough, start_dir
+@dataclass
+class Decided:
+    command: argv_model.CargoCommand
+    cargo_config: cargoconfig.CargoConfig
+    location: workspace.Location | None
+    config: settings.Config
+    decision: policy.Decision
 
-    dry_run = bool(options and options.dry_run)
-    as_json = bool(options and options.json)
+
+def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> Decided:
+    """Aliases, workspace, config and the policy decision: everything before side effects."""
     cargo_config = cargoconfig.load(cwd, env, command.global_configs)
     command = argv_model.expand_aliases(command, _alias_lookup(cargo_config, env))
-    if not command.compiles and not dry_run:
-        return exec_passthrough(command, cwd, env)
     manifest_arg = next(iter(command.parsed.values("--manifest-path")), None)
     location = workspace.locate(cwd, manifest_arg) if command.compiles else None
     root_data = location.workspace.root_data if location else None
     config = settings.load(env, root_data, location.workspace.root_manifest if location else None)
     program = env.get(INVOKED_AS_ENV) or "cargo-agent"
     decision = policy.evaluate(command, location, config, program)
-    if not decision.allowed and not dry_run:
-        raise decision.error()
     if command.configs != command.global_configs:  # --config after the subcommand counts too
         cargo_config = cargoconfig.load(cwd, env, command.configs)
-    chosen = toolchain.choose(command.toolchain, start_dir(command, cwd) if not manifest_arg
-                              else (cwd / manifest_arg).parent)
+    return Decided(command, cargo_config, location, config, decision)
+
+
+def run(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], options: Any) -> int:
+    from cargo_agent.cli import exec_passthrough
+
+    dry_run = bool(options and options.dry_run)
+    as_json = bool(options and options.json)
+    decided = decide(command, cwd, env)
+    command, cargo_config, location, config, decision = (
+        decided.command, decided.cargo_config, decided.location, decided.config, decided.decision)
+    if not command.compiles and not dry_run:
+        return exec_passthrough(command, cwd, env)
+    if not decision.allowed and not dry_run:
+        raise decision.error()
+    manifest_arg = next(iter(command.parsed.values("--manifest-path")), None)
+    chosen = toolchain.choose(command.toolchain, (cwd / manifest_arg).parent if manifest_arg else cwd)
     toolchain.check(chosen, env)
     child_env = dict(env)
     toolchain.apply(chosen, child_env)

@@ -84,7 +84,10 @@ def evaluate(command: CargoCommand, location: Location | None, config: Config,
     fixed_args = list(command.expanded_args)
 
     scoped = set(config["scoped_subcommands"])
-    if resolved in scoped and location is not None:
+    # An explicit -p/--package (any spelling, repeated or not) is scoped by definition,
+    # unless --workspace/--all is there too: then cargo selects the whole workspace.
+    whole = parsed.has("--workspace", "--all")
+    if resolved in scoped and location is not None and (whole or not parsed.has("--package")):
         chosen = selection(location, parsed.values("--package"), parsed.has("--workspace", "--all"),
                            parsed.values("--exclude"))
         if len(chosen.packages) > 1:

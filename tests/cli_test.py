@@ -1,0 +1,166 @@
+"""cargo-agent as users run it: real cargo on fixture workspaces, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cargo_agent import cli
+from conftest import FAKE_CARGO, RunAgent, crate, write_tree
+
+
+def test_scoped_test_runs_real_cargo_tests(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("test", "-p", "alpha", cwd=virtual_ws)
+    assert result.returncode == 0, result.stderr
+    assert "test tests::works ... ok" in result.stdout
+
+
+def test_unscoped_test_is_refused_before_cargo_runs(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("test", cwd=virtual_ws)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: refused by cargo-agent (rule unscoped-test)")
+    assert "cargo-agent test -p alpha" in result.stderr
+    assert "Compiling" not in result.stderr
+
+
+def test_failing_test_exit_code_comes_back_unchanged(tmp_path: Path, run_agent: RunAgent) -> None:
+    root = write_tree(tmp_path / "failing", crate("failing", lib="#[test]\nfn fails() { assert_eq!(1, 2); }\n"))
+    result = run_agent("test", cwd=root)
+    assert result.returncode == 101
+    assert "test result: FAILED" in result.stdout
+
+
+def test_compile_error_exit_code_comes_back_unchanged(tmp_path: Path, run_agent: RunAgent) -> None:
+    root = write_tree(tmp_path / "broken", crate("broken", lib="pub fn f() -> u8 { \"no\" }\n"))
+    result = run_agent("check", cwd=root)
+    assert result.returncode == 101
+    assert "mismatched types" in result.stderr
+
+
+def test_version_is_real_cargos_version(virtual_ws: Path, run_agent: RunAgent, agent_env: dict[str, str]) -> None:
+    result = run_agent("--version", cwd=virtual_ws)
+    bare = subprocess.run(["cargo", "--version"], cwd=virtual_ws, capture_output=True, text=True, env=agent_env)
+    assert result.returncode == 0 and result.stdout == bare.stdout
+
+
+def test_cargo_agent_subcommand_form(virtual_ws: Path, run_agent: RunAgent) -> None:
+    """`cargo agent test` runs us as `cargo-agent agent test`."""
+    assert run_agent("agent", "test", cwd=virtual_ws).returncode == 2
+    assert run_agent("agent", "check", "-p", "beta", cwd=virtual_ws).returncode == 0
+
+
+def test_args_are_passed_through_untouched(virtual_ws: Path, run_agent: RunAgent,
+                                           fake_cargo_env: dict[str, str]) -> None:
+    args = ["-v", "--locked", "build", "-p", "alpha", "--features", "x y", "--weird-flag", "--", "a b", "-p"]
+    result = run_agent(*args, cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 0, result.stderr
+    logged = [json.loads(line[5:]) for line in Path(fake_cargo_env["FAKE_LOG"]).read_text().splitlines()
+              if line.startswith("argv ")]
+    assert logged == [args]
+
+
+@pytest.mark.parametrize("code", ["0", "1", "3", "101"])
+def test_fake_cargo_exit_codes_pass_through(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str],
+                                            code: str) -> None:
+    result = run_agent("build", cwd=virtual_ws, env=fake_cargo_env, extra_env={"FAKE_EXIT": code})
+    assert result.returncode == int(code)
+
+
+def test_death_by_signal_is_128_plus_n(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str]) -> None:
+    result = run_agent("build", cwd=virtual_ws, env=fake_cargo_env, extra_env={"FAKE_SIGNAL": "SIGSEGV"})
+    assert result.returncode == 139
+
+
+def test_non_compiling_commands_never_take_a_slot(virtual_ws: Path, run_agent: RunAgent,
+                                                  fake_cargo_env: dict[str, str]) -> None:
+    result = run_agent("metadata", "--no-deps", cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 0
+    assert not Path(fake_cargo_env["CARGO_AGENT_LOCK_DIR"]).exists()
+
+
+def test_fast_path_imports_no_heavy_modules(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    probe = ("import sys, os\n"
+             "from cargo_agent import cli\n"
+             "os.execve = lambda *a: (print(sorted(m for m in ('click','filelock','psutil') if m in sys.modules)),"
+             " sys.exit(0))\n"
+             "cli.main(['version'])\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=virtual_ws, env=agent_env, capture_output=True,
+                            text=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_missing_cargo_is_127(virtual_ws: Path, run_agent: RunAgent, agent_env: dict[str, str],
+                              tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    env = {**agent_env, "PATH": str(empty)}
+    result = run_agent("version", cwd=virtual_ws, env=env)
+    assert result.returncode == 127
+    assert result.stderr.startswith("error: cannot find the real cargo")
+
+
+@pytest.mark.parametrize(("name", "value", "accepted"), [
+    ("CARGO_AGENT_SLOTS", "abc", "a whole number >= 1 or 'auto'"),
+    ("CARGO_AGENT_SLOTS", "0", "a whole number >= 1 or 'auto'"),
+    ("CARGO_AGENT_LIMIT_AS", "4Q", "a size like 4G"),
+    ("CARGO_AGENT_TIMEOUT", "soon", "a duration like 90s"),
+    ("CARGO_AGENT_MEM_HIGH", "120", "a percentage"),
+    ("CARGO_AGENT_REPORT", "maybe", "1/0, true/false"),
+    ("CARGO_AGENT_RUSTC_WRAPPER", "drop", "keep, clear-sccache or clear"),
+])
+def test_bad_env_value_is_one_clear_line(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str],
+                                         name: str, value: str, accepted: str) -> None:
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env, extra_env={name: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"'{value}' for {name}" in lines[0] and accepted in lines[0]
+    assert not Path(fake_cargo_env["FAKE_LOG"]).exists()
+
+
+def test_unknown_key_in_host_config_names_file_and_key(virtual_ws: Path, run_agent: RunAgent,
+                                                       fake_cargo_env: dict[str, str]) -> None:
+    Path(fake_cargo_env["CARGO_AGENT_CONFIG"]).write_text("slotz = 3\n")
+    result = run_agent("build", cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 2
+    assert "unknown key 'slotz' in" in result.stderr and "host-config.toml" in result.stderr
+
+
+def test_malformed_cargo_toml_is_exit_2(tmp_path: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str]) -> None:
+    write_tree(tmp_path / "bad", {"Cargo.toml": "[package\nname = 1\n"})
+    result = run_agent("test", cwd=tmp_path / "bad", env=fake_cargo_env)
+    assert result.returncode == 2 and "malformed TOML" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dry_run_json_shows_decision_env_and_argv(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("--dry-run", "--json", "test", "-p", "alpha", "-j", "64", cwd=virtual_ws,
+                       extra_env={"RUST_TEST_THREADS": "100"})
+    plan = json.loads(result.stdout)
+    assert plan["decision"]["allowed"] is True
+    assert plan["argv"][-1].startswith("--jobs=")
+    assert any(e["name"] == "RUST_TEST_THREADS" and e["before"] == "100" for e in plan["env"])
+    assert "formula" in plan["slots"]
+
+
+def test_dry_run_of_a_refused_command_exits_2_and_shows_the_rule(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("--dry-run", "build", "--all-targets", cwd=virtual_ws)
+    assert result.returncode == 2 and "refused (rule all-targets)" in result.stdout
+
+
+def test_own_options_do_not_collide_with_cargo_globals() -> None:
+    cargo_globals = {"--explain", "--list", "-V", "--version", "-C", "--config", "-Z", "--color", "-v", "-q",
+                     "--locked", "--offline", "--frozen", "-h", "--help", "--verbose", "--quiet"}
+    assert not (cli.OWN_FLAGS | cli.OWN_VALUE_OPTIONS) & cargo_globals
+
+
+def test_bad_own_option_value_is_exit_2(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("--install-shim", cwd=virtual_ws)
+    assert result.returncode == 2 and result.stderr.startswith("error:")
+
+
+def test_fake_cargo_is_executable() -> None:
+    assert os.access(FAKE_CARGO, os.X_OK)

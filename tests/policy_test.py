@@ -1,0 +1,149 @@
+"""The policy gate over real fixture workspaces on disk, table-driven."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cargo_agent import argv, build
+from cargo_agent.errors import RefusedError
+from conftest import write_tree
+
+OK = None
+
+# (workspace fixture, subdir to run in, argv, expected rule or None, extra env)
+CASES = [
+    # unscoped-test in a virtual workspace
+    ("virtual_ws", ".", ["test"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["t"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["bench"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["nextest", "run"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["nextest", "r"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "--workspace"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "--all"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "--", "--all-targets"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["+stable", "test"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["-v", "--locked", "test"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["--config", "build.jobs=1", "test"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["--color", "never", "-q", "test", "--lib"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "-p", "alpha*", "-p", "beta", "-p", "gamma"], OK, {}),
+    ("virtual_ws", ".", ["test", "--workspace", "--exclude", "beta"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "--workspace", "--exclude", "beta", "--exclude", "gamma"], OK, {}),
+    ("virtual_ws", ".", ["test", "-p", "*"], OK, {}),  # -p is scoped in every spelling
+    ("virtual_ws", ".", ["test", "--manifest-path", "Cargo.toml"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "--manifest-path", "crates/alpha/Cargo.toml"], OK, {}),
+    ("virtual_ws", ".", ["test", "-p", "alpha"], OK, {}),
+    ("virtual_ws", ".", ["test", "-palpha"], OK, {}),
+    ("virtual_ws", ".", ["test", "--package=alpha"], OK, {}),
+    ("virtual_ws", ".", ["test", "--package", "alpha", "-p", "beta"], OK, {}),
+    ("virtual_ws", ".", ["+nightly", "-vv", "t", "-p", "beta", "--", "--nocapture"], OK, {}),
+    ("virtual_ws", ".", ["nextest", "run", "-p", "alpha"], OK, {}),
+    ("virtual_ws", "crates/alpha", ["test"], OK, {}),
+    ("virtual_ws", "crates/alpha/src", ["test"], OK, {}),
+    ("virtual_ws", "crates/alpha", ["test", "--workspace"], "unscoped-test", {}),
+    ("virtual_ws", "crates/alpha", ["-C", "..", "test"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["-C", "crates/beta", "test"], OK, {}),
+    ("virtual_ws", ".", ["build"], OK, {}),
+    ("virtual_ws", ".", ["check", "--workspace"], OK, {}),
+    ("virtual_ws", ".", ["test"], OK, {"CARGO_AGENT_ALLOW_UNSCOPED": "1"}),
+    ("virtual_ws", ".", ["check", "--workspace"], "unscoped-test", {"CARGO_AGENT_SCOPED_SUBCOMMANDS": "test,check"}),
+    ("virtual_ws", ".", ["xt"], "unscoped-test", {"CARGO_ALIAS_XT": "test --lib"}),
+    ("virtual_ws", ".", ["xt", "-p", "alpha"], OK, {"CARGO_ALIAS_XT": "test --lib"}),
+    ("virtual_ws", ".", ["outer"], "unscoped-test", {"CARGO_ALIAS_OUTER": "inner", "CARGO_ALIAS_INNER": "t"}),
+    # all-targets
+    ("virtual_ws", ".", ["build", "--all-targets"], "all-targets", {}),
+    ("virtual_ws", ".", ["check", "-p", "alpha", "--all-targets"], "all-targets", {}),
+    ("virtual_ws", ".", ["b", "--lib", "--bins", "--tests", "--benches", "--examples"], "all-targets", {}),
+    ("virtual_ws", ".", ["build", "--lib", "--bins", "--tests"], OK, {}),
+    ("virtual_ws", ".", ["clippy", "--all-targets"], "all-targets", {}),
+    ("virtual_ws", ".", ["build", "--", "--all-targets"], OK, {}),
+    ("virtual_ws", ".", ["build", "--all-targets"], OK, {"CARGO_AGENT_ALLOW_ALL_TARGETS": "yes"}),
+    # all-features-tests
+    ("virtual_ws", ".", ["check", "--all-features", "--tests"], "all-features-tests", {}),
+    ("virtual_ws", ".", ["check", "-p", "alpha", "--all-features", "--tests"], "all-features-tests", {}),
+    ("virtual_ws", ".", ["check", "--all-features"], OK, {}),
+    ("virtual_ws", ".", ["check", "--tests"], OK, {}),
+    ("virtual_ws", ".", ["check", "--all-features", "--tests"], OK, {"CARGO_AGENT_ALLOW_ALL_FEATURES_TESTS": "1"}),
+    # single-package root and root package workspaces
+    ("single_ws", ".", ["test"], OK, {}),
+    ("single_ws", ".", ["test", "--workspace"], OK, {}),
+    ("single_ws", "src", ["t"], OK, {}),
+    ("rootpkg_ws", ".", ["test"], OK, {}),  # selects the root package only
+    ("rootpkg_ws", ".", ["test", "--workspace"], "unscoped-test", {}),
+    ("rootpkg_ws", "helper", ["test"], OK, {}),
+    # commands that compile nothing are never refused
+    ("virtual_ws", ".", ["metadata", "--no-deps"], OK, {}),
+    ("virtual_ws", ".", ["test", "--help"], OK, {}),
+    ("virtual_ws", ".", ["help", "test"], OK, {}),
+    ("virtual_ws", ".", ["--version"], OK, {}),
+    ("virtual_ws", ".", ["fmt", "--all"], OK, {}),
+]
+
+
+@pytest.mark.parametrize(("fixture", "subdir", "args", "rule", "extra"), CASES,
+                         ids=[" ".join(c[2]) + (f" [{','.join(c[4])}]" if c[4] else "") + f" @{c[0]}/{c[1]}"
+                              for c in CASES])
+def test_policy_table(request: pytest.FixtureRequest, agent_env: dict[str, str], fixture: str, subdir: str,
+                      args: list[str], rule: str | None, extra: dict[str, str]) -> None:
+    root: Path = request.getfixturevalue(fixture)
+    cwd = (root / subdir).resolve()
+    env = {**agent_env, **extra}
+    command = argv.parse(args)
+    if command.directory:
+        cwd = (cwd / command.directory).resolve()
+    decision = build.decide(command, cwd, env).decision
+    assert decision.rule == rule, decision.reason
+    assert decision.allowed == (rule is None)
+
+
+def test_refusal_names_rule_fix_and_real_members(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    decision = build.decide(argv.parse(["-v", "test", "--workspace", "--lib"]), virtual_ws, agent_env).decision
+    message = decision.error().render()
+    assert message.startswith("error: refused by cargo-agent (rule unscoped-test):")
+    assert "help: run instead: cargo-agent -v test -p alpha --lib" in message
+    assert "alpha, beta, gamma" in message
+    assert "CARGO_AGENT_ALLOW_UNSCOPED=1" in message
+
+
+def test_fix_for_nextest_puts_the_package_after_run(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    decision = build.decide(argv.parse(["nextest", "run"]), virtual_ws, agent_env).decision
+    assert decision.fix == "cargo-agent nextest run -p alpha"
+
+
+def test_member_list_is_shortened_with_a_count(tmp_path: Path, agent_env: dict[str, str]) -> None:
+    from conftest import crate, nest
+
+    files = {"Cargo.toml": '[workspace]\nmembers = ["c/*"]\n'}
+    for name in ("m1", "m2", "m3", "m4", "m5", "m6"):
+        files.update(nest(f"c/{name}", crate(name)))
+    write_tree(tmp_path / "ws", files)
+    decision = build.decide(argv.parse(["test"]), tmp_path / "ws", agent_env).decision
+    assert "(and 2 more)" in decision.error().render()
+
+
+def test_default_members_decide_an_unscoped_test(tmp_path: Path, agent_env: dict[str, str]) -> None:
+    from conftest import crate, nest
+
+    root = write_tree(tmp_path / "ws", {
+        "Cargo.toml": '[workspace]\nmembers = ["a", "b"]\ndefault-members = ["a"]\n',
+        **nest("a", crate("a")), **nest("b", crate("b"))})
+    assert build.decide(argv.parse(["test"]), root, agent_env).decision.allowed
+    assert not build.decide(argv.parse(["test", "--workspace"]), root, agent_env).decision.allowed
+
+
+def test_user_alias_from_cargo_config_file(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    write_tree(virtual_ws, {".cargo/config.toml": '[alias]\ntw = ["test", "--workspace"]\nloop = "loop"\n'})
+    decision = build.decide(argv.parse(["tw", "-p", "alpha"]), virtual_ws / "crates/alpha", agent_env).decision
+    assert decision.rule == "unscoped-test"
+
+
+def test_repo_metadata_can_allow_a_rule(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    manifest = virtual_ws / "Cargo.toml"
+    manifest.write_text(manifest.read_text() + "\n[workspace.metadata.cargo-agent]\nallow-unscoped = true\n")
+    assert build.decide(argv.parse(["test"]), virtual_ws, agent_env).decision.allowed
+
+
+def test_refusal_is_an_error_with_exit_2(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    error = build.decide(argv.parse(["test"]), virtual_ws, agent_env).decision.error()
+    assert isinstance(error, RefusedError) and error.exit_code == 2
