@@ -107,9 +107,10 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
     slot = slots.inherited_slot(env, slot_settings)
     if slot is None:
         slot = slots.acquire(slot_settings, command.tokens, cwd, env)
-    shaped.env[slots.SLOT_ENV] = slot.env_value()
+    if not slot.nested:
+        shaped.env[slots.SLOT_ENV] = slot.env_value()
     spec = supervise.RunSpec(cargo, shaped.argv, shaped.env, limit_as, config["timeout"], config["soft_timeout"],
-                             config["kill_grace"], (slot.fd,))
+                             config["kill_grace"], (slot.fd,) if slot.fd >= 0 else ())
     retries = 0
     guard = _memory_guard(slot_settings, env, slot) if slot_settings.mem_kill and not slot.nested else None
     try:

@@ -256,26 +256,38 @@ def _ancestors() -> set[int]:
 
 
 def inherited_slot(env: Mapping[str, str], settings: SlotSettings) -> Slot | None:
-    """The slot of an ancestor build we run inside, if CARGO_AGENT_SLOT is genuine: the fd is
-    really open in this process on that slot file, the slot is locked, and the holder named
-    in it is one of our ancestors. Anything else is ignored (no way around the limits)."""
+    """The slot of an ancestor build we run inside (a build script or test calling cargo).
+
+    CARGO_AGENT_SLOT names `<slot file>:<fd>:<holder pid>`. It is honoured only when the slot
+    file is one of this lock dir's, it is locked now, its holder record names that pid, and
+    that pid is one of our ancestors: setting the variable by hand gets around nothing. The
+    fd is passed on when it was inherited; a child that closed its fds still counts as nested.
+    """
     value = env.get(SLOT_ENV)
     if not value:
         return None
     try:
         path_text, fd_text, pid_text = value.rsplit(":", 2)
         fd, holder = int(fd_text), int(pid_text)
-        path = Path(path_text)
-        opened = os.fstat(fd)
+    except ValueError:
+        return None
+    path = Path(path_text)
+    if path.parent != settings.lock_dir or not (path.name.startswith("slot-") and path.name.endswith(".lock")):
+        return None
+    try:
+        index = int(path.name[len("slot-"):-len(".lock")])
+        record = json.loads((settings.lock_dir / f"slot-{index}.json").read_text())
         on_disk = os.stat(path, follow_symlinks=False)
     except (ValueError, OSError):
         return None
-    if (opened.st_dev, opened.st_ino) != (on_disk.st_dev, on_disk.st_ino):
+    if record.get("pid") != holder or holder not in _ancestors() or not _is_locked(path, locked_inodes()):
         return None
-    if holder not in _ancestors() or not _is_locked(path, locked_inodes()):
-        return None
-    index = int(path.stem.split("-")[1]) if path.stem.startswith("slot-") else -1
-    return Slot(index, fd, path, settings, nested=True)
+    try:
+        opened = os.fstat(fd)
+        inherited = (opened.st_dev, opened.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+    except OSError:
+        inherited = False
+    return Slot(index, fd if inherited else -1, path, settings, nested=True)
 
 
 # ---- the queue -----------------------------------------------------------------------
