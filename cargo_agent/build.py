@@ -167,6 +167,13 @@ def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str], slot: 
 def _print_plan(command: argv_model.CargoCommand, decision: policy.Decision, chosen: toolchain.Toolchain,
                 slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str, limit_as: int | None,
                 config: settings.Config, env: dict[str, str], as_json: bool) -> None:
+    env_items: list[dict[str, str | None]] = [
+        {"name": c.name.split(" ", 1)[1], "before": c.before, "after": c.after, "why": c.why}
+        for c in shaped.changes if c.name.startswith("env ")]
+    env_items += [{"name": n, "before": env.get(n), "after": shaped.env.get(n), "why": "toolchain pin"}
+                  for n in ("RUSTUP_TOOLCHAIN", "RUSTUP_AUTO_INSTALL") if env.get(n) != shaped.env.get(n)]
+    arg_items = [{"before": c.before, "after": c.after, "why": c.why} for c in shaped.changes
+                 if c.name.startswith("arg ")]
     plan = {
         "decision": decision.as_json(),
         "subcommand": command.resolved,
@@ -179,12 +186,8 @@ def _print_plan(command: argv_model.CargoCommand, decision: policy.Decision, cho
                   "wait_timeout": slot_settings.wait_timeout},
         "limits": {"limit_as": limit_as, "timeout": config["timeout"], "kill_grace": config["kill_grace"],
                    "retries": config["retries"]},
-        "env": [{"name": c.name.split(" ", 1)[1], "before": c.before, "after": c.after, "why": c.why}
-                for c in shaped.changes if c.name.startswith("env ")]
-               + [{"name": n, "before": env.get(n), "after": shaped.env.get(n), "why": "toolchain pin"}
-                  for n in ("RUSTUP_TOOLCHAIN", "RUSTUP_AUTO_INSTALL") if env.get(n) != shaped.env.get(n)],
-        "args": [{"before": c.before, "after": c.after, "why": c.why} for c in shaped.changes
-                 if c.name.startswith("arg ")],
+        "env": env_items,
+        "args": arg_items,
         "notes": shaped.notes,
         "argv": [cargo, *shaped.argv],
     }
@@ -201,9 +204,9 @@ def _print_plan(command: argv_model.CargoCommand, decision: policy.Decision, cho
     out.append(f"memory:    wait above {slot_settings.mem_high:g}%, "
                f"kill guard {'off' if slot_settings.mem_kill is None else f'{slot_settings.mem_kill:g}%'}")
     out.append(f"limits:    RLIMIT_AS {limit_as if limit_as else 'unlimited'}, timeout {config['timeout'] or 'none'}")
-    for item in plan["env"]:  # type: ignore[attr-defined]
+    for item in env_items:
         out.append(f"env:       {item['name']}={item['after']!r} (was {item['before']!r}): {item['why']}")
-    for item in plan["args"]:  # type: ignore[attr-defined]
+    for item in arg_items:
         out.append(f"arg:       {item['before']} -> {item['after']}: {item['why']}")
     for note in shaped.notes:
         out.append(f"note:      {note}")

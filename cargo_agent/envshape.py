@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cargo_agent import rustcinfo
-from cargo_agent.argv import CargoCommand, Option, parse_args
+from cargo_agent.argv import CargoCommand, Option
 from cargo_agent.cargoconfig import CargoConfig, cargo_home, string_list
 from cargo_agent.config import Config
 from cargo_agent.errors import UsageError
@@ -274,6 +274,7 @@ def _shape_link_threads(shaped: Shaped, command: CargoCommand, cargo_config: Car
     env_flags = (encoded.split(ENCODED_SEPARATOR) if encoded else []) if encoded is not None else (
         plain.split() if plain is not None else None)
     plan: dict[str, tuple[str | None, list[str] | None, str]] = {}
+    flags: list[str] | None
     for triple in triples:
         linker = env.get(f"CARGO_TARGET_{_env_key(triple)}_LINKER")
         table = cargo_config.get("target") or {}

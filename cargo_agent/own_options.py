@@ -30,7 +30,8 @@ class OwnOptions:
 
 
 @click.command(context_settings={"help_option_names": ["--agent-help"]}, add_help_option=True)
-@click.option("--dry-run", is_flag=True, help="Print the decision, toolchain, slots, env changes and argv; run nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the decision, toolchain, slots, env changes and argv; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output for --dry-run and --status.")
 @click.option("--status", is_flag=True, help="Show slots, holders, the queue, memory and recent runs.")
 @click.option("--doctor", is_flag=True, help="Check the set-up: real cargo, rustup, lock dir, config.")
@@ -91,11 +92,9 @@ def show_status(env: dict[str, str], as_json: bool) -> int:
                 rss = sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
             except psutil.Error:
                 pass
-        admitted = holder.get("admitted")
-        held.append({**holder, "age_seconds": round(now - float(admitted), 1) if isinstance(admitted, (int, float))
-                     else None, "rss": rss, "wrapper_alive": alive})
-    queue = [{**q, "waiting_seconds": round(now - float(q["queued"]), 1) if isinstance(q.get("queued"), (int, float))
-              else None} for q in slots.queue_entries(settings)]
+        held.append({**holder, "age_seconds": slots.age(holder.get("admitted"), now), "rss": rss,
+                     "wrapper_alive": alive})
+    queue = [{**q, "waiting_seconds": slots.age(q.get("queued"), now)} for q in slots.queue_entries(settings)]
     reading = memory.read(env)
     data = {
         "slots": settings.ceiling, "usable": settings.count, "lock_dir": str(settings.lock_dir),
@@ -109,23 +108,23 @@ def show_status(env: dict[str, str], as_json: bool) -> int:
         return 0
     print(f"slots: {len(held)}/{settings.ceiling} busy (lock dir {settings.lock_dir})")
     for h in held:
-        command = " ".join(map(str, h.get("command") or []))
         state = "" if h["wrapper_alive"] else " [wrapper gone; build still holds the slot]"
-        print(f"  slot {h.get('slot')}: pid {h.get('pid')} {h.get('user', '?')} `{command}` in {h.get('cwd', '?')}, "
-              f"{h['age_seconds']}s, RSS {int(h['rss']) >> 20} MiB{state}")
+        command = slots.shown_command(h.get("command"))
+        print(f"  slot {h.get('slot')}: pid {h.get('pid')} {h.get('user', '?')} `{command}`"
+              f" in {h.get('cwd', '?')}, {h['age_seconds']}s, RSS {int(str(h['rss'])) >> 20} MiB{state}")
     print(f"queue: {len(queue)} waiting")
     for position, q in enumerate(queue, start=1):
-        print(f"  {position}. pid {q.get('pid')} `{' '.join(map(str, q.get('command') or []))}` "
+        print(f"  {position}. pid {q.get('pid')} `{slots.shown_command(q.get('command'))}` "
               f"waiting {q['waiting_seconds']}s")
     mem_kill = "off" if settings.mem_kill is None else f"{settings.mem_kill:g}%"
     print(f"memory: {reading.used_percent:.0f}% used ({reading.source}); "
           f"mem_high {settings.mem_high:g}%, mem_kill {mem_kill}")
-    recent = data["recent"]
+    recent = report.recent(settings.lock_dir, 5)
     if recent:
         print("recent runs:")
-        for record in recent:  # type: ignore[attr-defined]
+        for record in recent:
             print(f"  exit {record.get('exit_code')} in {record.get('wall_seconds')}s "
-                  f"(waited {record.get('slot_wait_seconds')}s): {' '.join(map(str, record.get('command', [])))}")
+                  f"(waited {record.get('slot_wait_seconds')}s): {slots.shown_command(record.get('command'))}")
     return 0
 
 
@@ -134,7 +133,7 @@ def run_doctor(env: dict[str, str]) -> int:
 
     problems = 0
     checks: list[tuple[str, Callable[[], str]]] = [
-        ("config", lambda: "ok" if config.load(env) else "ok"),
+        ("config", lambda: (config.load(env), "ok")[1]),
         ("real cargo", lambda: realcargo.find(env, env.get("CARGO_AGENT_CARGO"))),
         ("rustup", lambda: toolchain.which("rustup", env) or "not found (+toolchain will not work)"),
         ("lock dir", lambda: str(slots.resolve(config.load(env), env).lock_dir)),

@@ -224,6 +224,15 @@ class Slot:
         os.close(self.fd)
 
 
+def shown_command(value: object) -> str:
+    """A command recorded in holder or ticket metadata, as one line."""
+    return " ".join(str(word) for word in value) if isinstance(value, list) else ""
+
+
+def age(since: object, now: float) -> float | None:
+    return round(now - float(since), 1) if isinstance(since, (int, float)) else None
+
+
 def _write_json(path: Path, data: dict[str, object], mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
@@ -414,8 +423,9 @@ class _Progress:
         self.last, self.shown = now, True
         held = holders(self.settings)
         busy = f"{len(held)}/{self.settings.count} slots busy"
-        who = "; ".join(f"pid {h.get('pid')} {' '.join(map(str, h.get('command', []) or []))[:40]} "
-                        f"({int(time.time() - float(str(h.get('admitted', time.time()))))}s)" for h in held[:3])
+        now = time.time()
+        who = "; ".join(f"pid {h.get('pid')} {shown_command(h.get('command'))[:40]} "
+                        f"({age(h.get('admitted'), now)}s)" for h in held[:3])
         line = (f"cargo-agent: waiting for a build slot: {busy}, position {_position(self.settings, ticket)} "
                 f"in queue, {int(elapsed)}s" + (f"; {reason}" if reason else "") + (f"; held by {who}" if who else ""))
         if self.tty:

@@ -104,7 +104,7 @@ class _State:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
@@ -327,7 +327,7 @@ def run_once(spec: RunSpec, memory_guard: Callable[[], bool] | None = None) -> O
 
 def backoff(attempt: int) -> float:
     """Jittered exponential backoff: about 0.5 s, 1 s, 2 s, ..."""
-    return 0.5 * (2 ** attempt) * random.uniform(0.5, 1.5)
+    return 0.5 * (2.0 ** attempt) * random.uniform(0.5, 1.5)
 
 
 def oom_hint(outcome: Outcome, spec: RunSpec) -> str | None:

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import FAKE_CARGO, RunAgent, crate, write_tree
 
 from cargo_agent import cli
-from conftest import FAKE_CARGO, RunAgent, crate, write_tree
 
 
 def test_scoped_test_runs_real_cargo_tests(virtual_ws: Path, run_agent: RunAgent) -> None:

@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import RunAgent, write_tree
 
 from cargo_agent import argv, cargoconfig, config, envshape
-from conftest import RunAgent, write_tree
 
 HOST = "x86_64-unknown-linux-gnu"
 HOST_ENV = HOST.upper().replace("-", "_")
@@ -94,7 +94,8 @@ def _shape(tmp_path: Path, args: list[str], env: dict[str, str], cargo_config: s
 
 
 def test_wasm_target_gets_the_direct_form(tmp_path: Path) -> None:
-    shaped = _shape(tmp_path, ["build", "--target", "wasm32-unknown-unknown"], {}, settings={"CARGO_AGENT_LINK_THREADS": "3"})
+    shaped = _shape(tmp_path, ["build", "--target", "wasm32-unknown-unknown"], {},
+                    settings={"CARGO_AGENT_LINK_THREADS": "3"})
     assert shaped.env["CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS"] == "-Clink-arg=--threads=3"
 
 

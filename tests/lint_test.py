@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, crate, nest, write_tree
 
 from cargo_agent import lint
-from conftest import REPO, crate, nest, write_tree
 
 FENCE = "```"
 
@@ -34,7 +34,7 @@ CASES = [
     ("a.md", f"{FENCE}sh\ncargo-agent b --lib --bins --tests --benches --examples -p x\n{FENCE}\n", ["CA003"]),
     ("a.md", f"{FENCE}sh\n# cargo-agent: allow\ncargo build\n{FENCE}\n", []),
     ("a.md", f"{FENCE}sh\ncargo test  # cargo-agent: allow CA001\n{FENCE}\n", ["CA002"]),
-    ("a.md", f"<!-- cargo-agent: allow -->\n`cargo test`\n", []),
+    ("a.md", "<!-- cargo-agent: allow -->\n`cargo test`\n", []),
     ("a.md", f"{FENCE}sh\ncargo-agent test -p x -- --all-targets\n{FENCE}\n", []),
     ("a.md", f"{FENCE}sh\ncargo-agent test --workspace -p x\n{FENCE}\n", ["CA002"]),
     ("a.md", f"{FENCE}sh\ncargo-agent test --manifest-path crates/x/Cargo.toml\n{FENCE}\n", []),
@@ -62,7 +62,8 @@ CASES = [
     ("justfile", "test:\n    cargo-agent test\n", ["CA002"]),
     # Dockerfile
     ("Dockerfile", "FROM rust\nRUN cargo build --release\nRUN echo cargo build\n", ["CA001"]),
-    ("Dockerfile", "FROM rust\nRUN --mount=type=cache,target=/x apt-get update && \\\n    cargo test -p a\n", ["CA001"]),
+    ("Dockerfile", "FROM rust\nRUN --mount=type=cache,target=/x apt-get update && \\\n"
+                   "    cargo test -p a\n", ["CA001"]),
     # CI YAML
     ("ci.yml", "steps:\n  - run: cargo test -p a\n  - name: cargo build\n", ["CA001"]),
     ("ci.yml", "steps:\n  - run: |\n      cargo-agent build -p a\n      cargo-agent test\n  - uses: x\n", ["CA002"]),

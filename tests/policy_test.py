@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import write_tree
 
 from cargo_agent import argv, build
 from cargo_agent.errors import RefusedError
-from conftest import write_tree
 
 OK = None
 

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import RunAgent, agent_command, alive
 
 from cargo_agent import config, slots
-from conftest import RunAgent, agent_command, alive
 
 
 def _wait_for(predicate, limit: float = 60.0) -> None:  # type: ignore[no-untyped-def]

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import RunAgent, agent_command, alive, crate, write_tree
 
 from cargo_agent import supervise
-from conftest import RunAgent, agent_command, alive, crate, write_tree
 
 
 def _wait_for(predicate, limit: float = 60.0) -> None:  # type: ignore[no-untyped-def]

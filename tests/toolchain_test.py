@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import RunAgent, write_tree
 
 from cargo_agent import toolchain
 from cargo_agent.errors import UsageError
-from conftest import RunAgent, write_tree
 
 LINKED = "cargo-agent-test-tc"
 
