@@ -15,10 +15,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cargo_agent.errors import ConfigError
 
+T = TypeVar("T")
 UNLIMITED = None  # value of a size or duration setting that means "no limit"
 
 
@@ -60,6 +61,13 @@ def parse_percent_or_off(raw: object) -> float | None:
     return parse_percent(raw)
 
 
+def _required(value: T | None) -> T:
+    """A size or duration where 'unlimited'/'none' is not accepted."""
+    if value is None:
+        raise ValueError
+    return value
+
+
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -78,10 +86,7 @@ def parse_size(raw: object) -> int | None:
 
 
 def parse_size_required(raw: object) -> int:
-    size = parse_size(raw)
-    if size is None:
-        raise ValueError
-    return size
+    return _required(parse_size(raw))
 
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
@@ -105,10 +110,7 @@ def parse_duration(raw: object) -> float | None:
 
 
 def parse_duration_required(raw: object) -> float:
-    seconds = parse_duration(raw)
-    if seconds is None:
-        raise ValueError
-    return seconds
+    return _required(parse_duration(raw))
 
 
 def parse_bool(raw: object) -> bool:
