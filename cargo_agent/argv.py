@@ -5,12 +5,14 @@ parts without reordering or dropping anything: `CargoCommand.tokens` is always t
 given, and every edit cargo-agent makes later is an explicit, reported change.
 Aliases (built-in and user `[alias]`, `CARGO_ALIAS_<NAME>`) are expanded into
 `CargoCommand.expanded` for the policy; cargo still receives the alias itself.
+
+This module is on the fast path (every `cargo-agent version` imports it), so it uses plain
+classes instead of dataclasses and imports nothing beyond `collections.abc`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from cargo_agent.errors import UsageError
 
@@ -53,14 +55,19 @@ _VALUE_LONG = frozenset({
 _VALUE_SHORT = frozenset({"p", "F", "j", "C", "Z", "E", "P"})
 
 
-@dataclass(frozen=True)
 class Option:
     """One option occurrence in the subcommand args: `name` is canonical (`--package`, `-v`)."""
 
-    name: str
-    value: str | None
-    index: int  # index of the option's first token in the args list
-    span: int  # how many tokens it covers (2 for `-p foo`, 1 for `-pfoo`)
+    __slots__ = ("index", "name", "span", "value")
+
+    def __init__(self, name: str, value: str | None, index: int, span: int) -> None:
+        self.name = name
+        self.value = value
+        self.index = index  # index of the option's first token in the args list
+        self.span = span  # how many tokens it covers (2 for `-p foo`, 1 for `-pfoo`)
+
+    def __repr__(self) -> str:
+        return f"Option({self.name!r}, {self.value!r}, {self.index}, {self.span})"
 
 
 _SHORT_TO_LONG = {"p": "--package", "F": "--features", "j": "--jobs", "C": "-C", "Z": "-Z",
@@ -68,10 +75,12 @@ _SHORT_TO_LONG = {"p": "--package", "F": "--features", "j": "--jobs", "C": "-C",
                   "h": "--help", "r": "--release", "V": "--version"}
 
 
-@dataclass(frozen=True)
 class ParsedArgs:
-    options: tuple[Option, ...]
-    positionals: tuple[str, ...]
+    __slots__ = ("options", "positionals")
+
+    def __init__(self, options: tuple[Option, ...], positionals: tuple[str, ...]) -> None:
+        self.options = options
+        self.positionals = positionals
 
     def has(self, *names: str) -> bool:
         return any(option.name in names for option in self.options)
@@ -117,21 +126,21 @@ def parse_args(args: Sequence[str]) -> ParsedArgs:
     return ParsedArgs(tuple(options), tuple(positionals))
 
 
-@dataclass
 class CargoCommand:
-    tokens: list[str]  # the command line as given (after cargo-agent's own options)
-    toolchain: str | None = None  # from a leading `+toolchain`
-    directory: str | None = None  # -C DIR
-    global_configs: list[str] = field(default_factory=list)  # --config values before the subcommand
-    global_unstable: list[str] = field(default_factory=list)  # -Z values before the subcommand
-    global_verbose: int = 0
-    top_level: str | None = None  # --version / --list / --explain / --help before the subcommand
-    subcommand: str | None = None  # as typed (may be an alias)
-    subcommand_index: int | None = None  # index in tokens
-    args: list[str] = field(default_factory=list)  # subcommand args before `--`
-    trailing: list[str] | None = None  # after `--`
-    expanded: list[str] = field(default_factory=list)  # [subcommand, *args] with aliases expanded
-    alias_chain: list[str] = field(default_factory=list)
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens  # the command line as given (after cargo-agent's own options)
+        self.toolchain: str | None = None  # from a leading `+toolchain`
+        self.directory: str | None = None  # -C DIR
+        self.global_configs: list[str] = []  # --config values before the subcommand
+        self.global_unstable: list[str] = []  # -Z values before the subcommand
+        self.global_verbose = 0
+        self.top_level: str | None = None  # --version / --list / --explain / --help before the subcommand
+        self.subcommand: str | None = None  # as typed (may be an alias)
+        self.subcommand_index: int | None = None  # index in tokens
+        self.args: list[str] = []  # subcommand args before `--`
+        self.trailing: list[str] | None = None  # after `--`
+        self.expanded: list[str] = []  # [subcommand, *args] with aliases expanded
+        self.alias_chain: list[str] = []
 
     @property
     def resolved(self) -> str | None:

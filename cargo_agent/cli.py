@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from cargo_agent import argv as argv_model
-from cargo_agent import config as settings
-from cargo_agent import realcargo, toolchain
+from cargo_agent import locations, realcargo, toolchain
 from cargo_agent.errors import EXIT_SIGNAL_BASE, CargoAgentError, UsageError
 
 # cargo-agent's own options; none of them is a cargo global option.
@@ -61,27 +59,29 @@ def run(args: list[str], env: dict[str, str]) -> int:
         if options.action is not None:
             return options.action(rest, env)
     command = argv_model.parse(rest)
-    cwd = Path(os.getcwd())
+    cwd = os.getcwd()
     if command.directory is not None:
-        cwd = (cwd / command.directory).resolve()
+        cwd = os.path.realpath(os.path.join(cwd, command.directory))
     if options is None and not command.compiles and (command.subcommand is None
                                                      or command.subcommand in argv_model.BUILTIN_SUBCOMMANDS
                                                      or command.wants_help):
         return exec_passthrough(command, cwd, env)
+    from pathlib import Path
+
     from cargo_agent import build
 
-    return build.run(command, cwd, env, options)
+    return build.run(command, Path(cwd), env, options)
 
 
-def start_dir(command: argv_model.CargoCommand, cwd: Path) -> Path:
+def start_dir(command: argv_model.CargoCommand, cwd: str) -> str:
     """Where the package is: the --manifest-path dir, else the working dir (after -C)."""
     manifest = next(iter(argv_model.parse_args(command.args).values("--manifest-path")), None)
-    return (cwd / manifest).parent if manifest else cwd
+    return os.path.dirname(os.path.join(cwd, manifest)) if manifest else cwd
 
 
-def exec_passthrough(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> int:
+def exec_passthrough(command: argv_model.CargoCommand, cwd: str | os.PathLike[str], env: dict[str, str]) -> int:
     """Replace this process with cargo: no slot, no supervision, only the toolchain pin."""
-    chosen = toolchain.choose(command.toolchain, start_dir(command, cwd))
+    chosen = toolchain.choose(command.toolchain, start_dir(command, os.fspath(cwd)))
     toolchain.check(chosen, env)
     toolchain.apply(chosen, env)
     cargo = realcargo.find(env, env.get("CARGO_AGENT_CARGO") or _configured_cargo(env))
@@ -95,5 +95,10 @@ def exec_passthrough(command: argv_model.CargoCommand, cwd: Path, env: dict[str,
 
 
 def _configured_cargo(env: dict[str, str]) -> str | None:
+    """`cargo` from the host or user file; the config module is imported only if one exists."""
+    if not any(os.path.lexists(p) for p in (locations.host_config_path(env), locations.user_config_path(env))):
+        return None
+    from cargo_agent import config as settings
+
     value = settings.load(env)["cargo"]
     return value if isinstance(value, str) else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cargo_agent import locations
 from cargo_agent.errors import ConfigError
 
 T = TypeVar("T")
@@ -234,18 +235,12 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
 
-# Env vars that are not settings of a layer: where the host file is, and a test hook.
-CONFIG_PATH_ENV = "CARGO_AGENT_CONFIG"
-DEFAULT_HOST_CONFIG = "/etc/cargo-agent.toml"
-
-
 def user_config_path(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
-    return Path(base) / "cargo-agent" / "config.toml"
+    return Path(locations.user_config_path(env))
 
 
 def host_config_path(env: Mapping[str, str]) -> Path:
-    return Path(env.get(CONFIG_PATH_ENV) or DEFAULT_HOST_CONFIG)
+    return Path(locations.host_config_path(env))
 
 
 # ---- layering ------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cargo_agent.config import CONFIG_PATH_ENV, DEFAULT_HOST_CONFIG, SETTINGS
+from cargo_agent.config import SETTINGS
 from cargo_agent.errors import EXIT_CODES
+from cargo_agent.locations import CONFIG_PATH_ENV, DEFAULT_HOST_CONFIG
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -12,9 +12,7 @@ cargo-agent decides how much cargo may use, never what it builds:
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,6 +348,9 @@ def _shape_rustc_wrapper(shaped: Shaped, cargo_config: CargoConfig, config: Conf
 def isolate_cargo_home(shaped: Shaped, workspace_root: Path) -> None:
     """A CARGO_HOME of this checkout's own, seeded with the user's config and credentials, so
     agents in different checkouts do not queue on the shared package-cache lock."""
+    import hashlib
+    import shutil
+
     original = cargo_home(shaped.env)
     base = Path(shaped.env.get("XDG_CACHE_HOME") or Path(shaped.env.get("HOME", "~")).expanduser() / ".cache")
     digest = hashlib.sha256(str(workspace_root).encode()).hexdigest()[:16]

@@ -7,8 +7,6 @@ package and turned into a one-line `error:` message plus exit code in exactly on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 # One table, rendered into docs/exit-codes.md by tests/docs_test.py.
 EXIT_OK = 0
 EXIT_USAGE = 2  # refused by policy, or bad input (option, env var, config, file)
@@ -27,13 +25,16 @@ EXIT_CODES: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass
 class CargoAgentError(Exception):
-    """A failure the user can act on: printed as `error: <message>` plus `help:` lines."""
+    """A failure the user can act on: printed as `error: <message>` plus `help:` lines.
 
-    message: str
-    exit_code: int = EXIT_USAGE
-    help: tuple[str, ...] = ()
+    A plain class, not a dataclass: this module is on the fast path, where every import counts."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE, help: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.help = help
 
     def __str__(self) -> str:
         return self.message

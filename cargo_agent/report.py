@@ -11,23 +11,31 @@ MAX_LOG_BYTES = 1 << 20
 
 
 def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
-    from filelock import FileLock, Timeout
+    """Append one record; rotation is serialised by a kernel lock on `runs.lock`. (fcntl, not
+    filelock: this runs after every build, and importing filelock costs more than the rest.)"""
+    import fcntl
 
     log = lock_dir / "runs.jsonl"
     line = json.dumps(record, separators=(",", ":")) + "\n"
+    mode = 0o660 if shared else 0o600
     try:
-        # filelock serialises rotation; appends of one short line are atomic on their own.
-        with FileLock(str(lock_dir / "runs.lock"), timeout=2, mode=0o660 if shared else 0o600):
-            try:
-                if log.stat().st_size + len(line) > MAX_LOG_BYTES:
-                    os.replace(log, lock_dir / "runs.jsonl.1")
-            except FileNotFoundError:
-                pass
-            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o660 if shared else 0o600)
-            with os.fdopen(fd, "a") as handle:
-                handle.write(line)
-    except (Timeout, OSError):
-        pass  # the log is a convenience; never fail a build over it
+        guard = os.open(lock_dir / "runs.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError:
+        return  # the log is a convenience; never fail a build over it
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            if log.stat().st_size + len(line) > MAX_LOG_BYTES:
+                os.replace(log, lock_dir / "runs.jsonl.1")
+        except FileNotFoundError:
+            pass
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        with os.fdopen(fd, "a") as handle:
+            handle.write(line)
+    except OSError:
+        pass
+    finally:
+        os.close(guard)
 
 
 def recent(lock_dir: Path, count: int = 10) -> list[dict[str, object]]:

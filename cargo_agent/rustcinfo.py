@@ -40,7 +40,7 @@ def cache_path(env: Mapping[str, str]) -> Path:
 def _cache_key(rustc: str, env: Mapping[str, str], extra: str) -> str:
     name = env.get("RUSTUP_TOOLCHAIN", "")
     directory = toolchains.toolchain_dir(name, env) if name else None
-    binary = (directory / "bin" / "rustc") if directory else Path(toolchains.which(rustc, env) or rustc)
+    binary = Path(directory, "bin", "rustc") if directory else Path(toolchains.which(rustc, env) or rustc)
     try:
         stamp = str(binary.stat().st_mtime_ns)
     except OSError:

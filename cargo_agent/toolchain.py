@@ -12,44 +12,50 @@ is not installed is an error before any build starts.
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 from cargo_agent.errors import UsageError
 
 FILE_NAMES = ("rust-toolchain", "rust-toolchain.toml")  # legacy name first: it wins in one dir
+# On the fast path: plain os.path and a plain class, no pathlib/dataclasses/platform imports.
 
 
-@dataclass(frozen=True)
 class Toolchain:
-    name: str | None  # value for RUSTUP_TOOLCHAIN: a channel/toolchain name or a directory
-    source: str  # what chose it, for messages and --dry-run
-    file: Path | None = None
+    def __init__(self, name: str | None, source: str, file: str | None = None) -> None:
+        self.name = name  # value for RUSTUP_TOOLCHAIN: a channel/toolchain name or a directory
+        self.source = source  # what chose it, for messages and --dry-run
+        self.file = file
 
     @property
     def is_path(self) -> bool:
         return self.name is not None and os.sep in self.name
 
 
-def find_file(start: Path) -> Path | None:
-    for directory in [start, *start.parents]:
+def find_file(start: str | os.PathLike[str]) -> str | None:
+    directory = os.path.abspath(start)
+    while True:
         for name in FILE_NAMES:
-            candidate = directory / name
-            if candidate.is_file():
+            candidate = os.path.join(directory, name)
+            if os.path.isfile(candidate):
                 return candidate
-    return None
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
 
 
-def parse_file(path: Path) -> str:
+def parse_file(path: str) -> str:
     """The toolchain a rust-toolchain(.toml) file names: a channel, or a path for `path = ...`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read toolchain file {path}: {getattr(err, 'strerror', None) or err}") from None
     stripped = text.strip()
-    if path.name == "rust-toolchain" and stripped and "\n" not in stripped and "=" not in stripped \
+    simple = _simple_toolchain_table(text)
+    if simple is not None:
+        return _from_table(simple, path)
+    if os.path.basename(path) == "rust-toolchain" and stripped and "\n" not in stripped and "=" not in stripped \
             and "[" not in stripped:
         _check_channel(stripped, path)
         return stripped
@@ -62,23 +68,57 @@ def parse_file(path: Path) -> str:
     table = data.get("toolchain")
     if not isinstance(table, dict):
         raise UsageError(f"malformed toolchain file {path}: no [toolchain] table")
+    return _from_table(table, path)
+
+
+def _simple_toolchain_table(text: str) -> dict[str, object] | None:
+    """The [toolchain] table of the usual file (`key = "value"` lines and one-line arrays of plain
+    strings), read without tomllib, whose import costs more than the rest of the fast path.
+    None for anything else: tomllib then reads it, and reports what is malformed."""
+    table: dict[str, object] = {}
+    in_table = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line == "[toolchain]" and not in_table and not table:
+            in_table = True
+            continue
+        key, eq, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not (in_table and eq and key.replace("-", "").replace("_", "").isalnum()) or key in table:
+            return None
+        if len(value) >= 2 and value[0] == value[-1] == '"' and not any(c in value[1:-1] for c in '"\\'):
+            table[key] = value[1:-1]
+        elif value.startswith("[") and value.endswith("]") and "\\" not in value:
+            items = [item.strip() for item in value[1:-1].split(",") if item.strip()]
+            if not all(len(i) >= 2 and i[0] == i[-1] == '"' and '"' not in i[1:-1] for i in items):
+                return None
+            table[key] = [i[1:-1] for i in items]
+        else:
+            return None
+    return table if in_table else None
+
+
+def _from_table(table: dict[str, object], path: str) -> str:
     channel, directory = table.get("channel"), table.get("path")
     if channel is not None and directory is not None:
         raise UsageError(f"malformed toolchain file {path}: `channel` and `path` cannot both be set")
     if isinstance(directory, str) and directory:
-        return str((path.parent / directory).resolve()) if not os.path.isabs(directory) else directory
+        return directory if os.path.isabs(directory) else os.path.realpath(
+            os.path.join(os.path.dirname(path), directory))
     if isinstance(channel, str) and channel:
         _check_channel(channel, path)
         return channel
     raise UsageError(f"malformed toolchain file {path}: [toolchain] needs a `channel` or `path` string")
 
 
-def _check_channel(channel: str, path: Path) -> None:
+def _check_channel(channel: str, path: str) -> None:
     if any(c.isspace() for c in channel) or os.sep in channel:
         raise UsageError(f"malformed toolchain file {path}: invalid channel '{channel}'")
 
 
-def choose(override: str | None, start: Path) -> Toolchain:
+def choose(override: str | None, start: str | os.PathLike[str]) -> Toolchain:
     if override:
         return Toolchain(override, f"+{override} on the command line")
     path = find_file(start)
@@ -87,8 +127,8 @@ def choose(override: str | None, start: Path) -> Toolchain:
     return Toolchain(None, "rustup's default")
 
 
-def rustup_home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("RUSTUP_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".rustup"))
+def rustup_home(env: Mapping[str, str]) -> str:
+    return env.get("RUSTUP_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".rustup")
 
 
 def which(program: str, env: Mapping[str, str]) -> str | None:
@@ -100,23 +140,23 @@ def which(program: str, env: Mapping[str, str]) -> str | None:
 
 
 def has_rustup(env: Mapping[str, str]) -> bool:
-    return which("rustup", env) is not None or (rustup_home(env) / "toolchains").is_dir()
+    return which("rustup", env) is not None or os.path.isdir(os.path.join(rustup_home(env), "toolchains"))
 
 
-def toolchain_dir(name: str, env: Mapping[str, str]) -> Path | None:
+def toolchain_dir(name: str, env: Mapping[str, str]) -> str | None:
     """The installed toolchain dir for a name (`stable`, `1.92`, `nightly-2026-01-01`, a linked name)."""
     if os.sep in name:
-        return Path(name) if (Path(name) / "bin").is_dir() else None
-    toolchains = rustup_home(env) / "toolchains"
-    exact = toolchains / name
-    if exact.is_dir():
+        return name if os.path.isdir(os.path.join(name, "bin")) else None
+    toolchains = os.path.join(rustup_home(env), "toolchains")
+    exact = os.path.join(toolchains, name)
+    if os.path.isdir(exact):
         return exact
-    prefix = f"{name}-{platform.machine()}-"
+    prefix = f"{name}-{os.uname().machine}-"
     try:
         entries = sorted(os.listdir(toolchains))
     except OSError:
         return None
-    return next((toolchains / e for e in entries if e.startswith(prefix)), None)
+    return next((os.path.join(toolchains, e) for e in entries if e.startswith(prefix)), None)
 
 
 def check(toolchain: Toolchain, env: Mapping[str, str]) -> None:

@@ -110,3 +110,35 @@ def test_no_rustup_makes_plus_toolchain_an_error(tmp_path: Path) -> None:
     env = {"PATH": str(tmp_path), "RUSTUP_HOME": str(tmp_path / "none")}
     with pytest.raises(UsageError, match="rustup is not installed"):
         toolchain.check(toolchain.Toolchain("nightly", "+nightly"), env)
+
+
+@pytest.mark.parametrize("text", [
+    '[toolchain]\nchannel = "1.92.0"\n',
+    '# pinned\n[toolchain]\nchannel = "nightly-2026-01-01"\ncomponents = ["rustfmt", "clippy"]\nprofile = "minimal"\n',
+    '[toolchain]\nchannel = "stable"\ntargets = []\n',
+    '[toolchain]\npath = "/opt/rust"\n',
+    '[toolchain]\nchannel = "stable" # trailing comment\n',
+    "[toolchain]\nchannel = 'stable'\n",
+    '[toolchain]\nchannel = "stable"\n[other]\nx = 1\n',
+    '[toolchain]\nchannel = "a"\nchannel = "b"\n',
+    '[toolchain]\ncomponents = [\n  "rustfmt",\n]\nchannel = "beta"\n',
+])
+def test_fast_toml_reader_agrees_with_tomllib(tmp_path: Path, text: str) -> None:
+    """The fast path reads the usual file without tomllib; anything else goes to tomllib."""
+    import tomllib
+
+    simple = toolchain._simple_toolchain_table(text)
+    if simple is not None:
+        assert simple == tomllib.loads(text)["toolchain"]
+    path = tmp_path / "rust-toolchain.toml"
+    path.write_text(text)
+    try:
+        expected: object = toolchain._from_table(tomllib.loads(text)["toolchain"], str(path))
+    except (UsageError, tomllib.TOMLDecodeError, KeyError) as err:
+        expected = type(err)
+    try:
+        got: object = toolchain.parse_file(str(path))
+    except UsageError as err:
+        got = type(err) if expected is not UsageError else UsageError
+        expected = UsageError if expected in (tomllib.TOMLDecodeError, KeyError) else expected
+    assert got == expected
