@@ -130,6 +130,7 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
             time.sleep(supervise.backoff(retries - 1))
     finally:
         slot.release()
+        released_at = time.time()
     if outcome.timed_out:
         sys.stderr.write(f"error: timed out after {supervise.format_duration(config['timeout'])}; "
                          f"stopped {outcome.stopped} processes\n")
@@ -144,6 +145,7 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
         "wall_seconds": round(time.monotonic() - started, 3), "slot_wait_seconds": round(slot.waited, 3),
         "slot": slot.index, "nested": slot.nested, "peak_rss": outcome.peak_rss, "retries": retries,
         "timed_out": outcome.timed_out, "pid": os.getpid(),
+        "queued_at": slot.queued_at, "admitted_at": slot.admitted_at, "released_at": released_at,
     }
     report.append(slot_settings.lock_dir, record, slot_settings.shared)
     if config["report"]:

@@ -48,14 +48,17 @@ def _cache_key(rustc: str, env: Mapping[str, str], extra: str) -> str:
     return f"{rustc}|{name}|{binary}|{stamp}|{extra}"
 
 
-def _cached(env: Mapping[str, str], key: str, compute: list[str]) -> str:
-    path = cache_path(env)
+def _read_cache(path: Path) -> dict[str, object]:
     try:
         cache = json.loads(path.read_text())
-        if not isinstance(cache, dict):
-            cache = {}
     except (OSError, ValueError):
-        cache = {}
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def _cached(env: Mapping[str, str], key: str, compute: list[str]) -> str:
+    path = cache_path(env)
+    cache = _read_cache(path)
     if isinstance(cache.get(key), str):
         return str(cache[key])
     try:
@@ -65,15 +68,26 @@ def _cached(env: Mapping[str, str], key: str, compute: list[str]) -> str:
     if result.returncode != 0:
         first = (result.stderr.strip().splitlines() or ["no output"])[0]
         raise UsageError(f"`{' '.join(compute)}` failed: {first}")
-    cache[key] = result.stdout
+    _store(path, key, result.stdout)
+    return result.stdout
+
+
+def _store(path: Path, key: str, value: str) -> None:
+    """Add one entry. Agents that miss at the same time would lose each other's entries in a
+    plain read-modify-write, so it runs under a file lock (a cold path: filelock's import and
+    polling cost nothing that matters here)."""
+    from filelock import FileLock, Timeout
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, path)
-    except OSError:
+        with FileLock(str(path.with_name(path.name + ".lock")), timeout=10):
+            cache = _read_cache(path)
+            cache[key] = value
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, path)
+    except (OSError, Timeout):
         pass  # a cache we cannot write only costs time
-    return result.stdout
 
 
 def rustc_command(env: Mapping[str, str]) -> str:

@@ -209,6 +209,8 @@ class Slot:
     nested: bool = False
     waited: float = 0.0
     meta_path: Path | None = None
+    queued_at: float | None = None  # wall clock, for the run report and handoff measurements
+    admitted_at: float | None = None
 
     def env_value(self) -> str:
         return f"{self.path}:{self.fd}:{os.getpid()}"
@@ -461,6 +463,7 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
     mode = 0o660 if settings.shared else 0o600
     progress = _Progress(settings)
     deadline = progress.started + settings.wait_timeout if settings.wait_timeout else None
+    queued_at = time.time()
     ticket = _enqueue(settings, meta)
     try:
         while True:  # wait to become the head of the queue
@@ -488,7 +491,8 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
                             meta_path = settings.lock_dir / f"slot-{k}.json"
                             _write_json(meta_path, {**meta, "slot": k, "admitted": time.time()}, mode)
                             slot = Slot(k, fd, settings.lock_dir / f"slot-{k}.lock", settings,
-                                        waited=time.monotonic() - progress.started, meta_path=meta_path)
+                                        waited=time.monotonic() - progress.started, meta_path=meta_path,
+                                        queued_at=queued_at, admitted_at=time.time())
                             del fds[k]
                             return slot
                 _check_deadline(deadline, settings, ticket, reason)
