@@ -159,7 +159,10 @@ def makespan(env: dict[str, str], venv: Path, work: Path, slots: int = 2) -> dic
     release, against the ideal max(sum / N, longest job)."""
     durations = [0.2, 0.9, 0.4, 0.6, 0.3, 1.0, 0.5, 0.7, 0.2, 0.8, 0.4, 0.6, 0.3, 0.5, 0.9, 0.7]
     lock_dir = work / "makespan-locks"
-    run_env = {**env, "CARGO_AGENT_CARGO": str(FAKE), "CARGO_AGENT_SLOTS": str(slots),
+    sleeper = work / "sleeper"  # a job of exactly known length: no interpreter start-up inside it
+    sleeper.write_text('#!/bin/sh\nexec sleep "$FAKE_SLEEP"\n')
+    sleeper.chmod(0o755)
+    run_env = {**env, "CARGO_AGENT_CARGO": str(sleeper), "CARGO_AGENT_SLOTS": str(slots),
                "CARGO_AGENT_LOCK_DIR": str(lock_dir)}
     _launch(len(durations), [str(venv / "bin" / "cargo-agent"), "build", "-p", "alpha"], run_env, 0.02,
             [str(d) for d in durations])
@@ -168,7 +171,7 @@ def makespan(env: dict[str, str], venv: Path, work: Path, slots: int = 2) -> dic
     ideal = max(sum(durations) / slots, max(durations))
     held = [r["released_at"] - r["admitted_at"] for r in records]
     return {"makespan": span, "ideal": ideal, "ratio": span / ideal,
-            "overhead_per_job": statistics.median(h - d for h, d in zip(sorted(held), sorted(durations)))}
+            "overhead_per_job": statistics.median(h - d for h, d in zip(sorted(held), sorted(durations), strict=True))}
 
 
 def _generate_workspace(root: Path, crates: int) -> None:

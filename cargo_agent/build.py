@@ -159,9 +159,15 @@ def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str], slot: 
     over = {"count": 0}
 
     def check() -> bool:
-        reading = memory.read(env)
-        over["count"] = over["count"] + 1 if reading.used_percent > float(slot_settings.mem_kill or 100) else 0
-        return over["count"] >= 4 and slots.newest_holder_pid(slot_settings) == os.getpid()
+        """True once memory has stayed above mem_kill for 4 readings (about a second) while this
+        build was the most recently admitted one. Counting only while newest means that after
+        the newest build is stopped, the next one gets a second for memory to recover."""
+        if memory.read(env).used_percent <= float(slot_settings.mem_kill or 100) \
+                or slots.newest_holder_pid(slot_settings) != os.getpid():
+            over["count"] = 0
+            return False
+        over["count"] += 1
+        return over["count"] >= 4
 
     return check
 

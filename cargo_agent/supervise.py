@@ -174,12 +174,17 @@ def tree_rss() -> int:
     return total
 
 
-def stop_all(group: int | None, grace: float) -> int:
-    """TERM the group and every descendant, wait `grace`, KILL what is left. Returns how many."""
+def stop_all(group: int | None, grace: float, child: Any = None) -> int:
+    """TERM the group and every descendant, wait `grace`, KILL what is left. Returns how many.
+
+    `child` (cargo's Popen) is waited for through Popen only: if psutil reaped it, Popen would
+    see ECHILD and report exit code 0, hiding how cargo really ended."""
     import psutil
 
-    victims = descendants()
-    if not victims and group is None:
+    child_pid = child.pid if child is not None else None
+    victims = [p for p in descendants() if p.pid != child_pid]
+    counted = len(victims) + (1 if child is not None and child.poll() is None else 0)
+    if not counted and group is None:
         return 0
     if group is not None:
         try:
@@ -191,9 +196,18 @@ def stop_all(group: int | None, grace: float) -> int:
             process.send_signal(signal.SIGTERM)
         except psutil.Error:
             pass
+    started = time.monotonic()
     _, alive = psutil.wait_procs(victims, timeout=grace)
+    if child is not None:
+        import subprocess
+
+        try:
+            child.wait(timeout=max(0.0, grace - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
     # New processes may have been forked meanwhile: take a fresh snapshot for the KILL round.
-    survivors = {p.pid: p for p in [*alive, *descendants()]}
+    survivors = {p.pid: p for p in [*alive, *descendants()] if p.pid != child_pid}
     for process in survivors.values():
         try:
             process.send_signal(signal.SIGKILL)
@@ -201,7 +215,7 @@ def stop_all(group: int | None, grace: float) -> int:
             pass
     psutil.wait_procs(list(survivors.values()), timeout=2)
     _reap()
-    return len(victims) + len([p for p in survivors.values() if p not in victims])
+    return counted + len([p for p in survivors.values() if p not in victims])
 
 
 def _reap() -> None:
@@ -334,13 +348,11 @@ def run_once(spec: RunSpec, memory_guard: Callable[[], bool] | None = None) -> O
                                  f"{', '.join(names) or 'nothing'}\n")
             if spec.timeout and elapsed >= spec.timeout:
                 outcome.timed_out = True
-                outcome.stopped = stop_all(group, spec.kill_grace)
-                proc.wait()
+                outcome.stopped = stop_all(group, spec.kill_grace, proc)
                 break
             if memory_guard is not None and memory_guard():
                 outcome.memory_killed = True
-                outcome.stopped = stop_all(group, spec.kill_grace)
-                proc.wait()
+                outcome.stopped = stop_all(group, spec.kill_grace, proc)
                 break
         if not outcome.timed_out and has_children() and descendants():
             outcome.stopped += stop_all(None, min(spec.kill_grace, 2.0))

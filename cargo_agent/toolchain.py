@@ -166,12 +166,46 @@ def check(toolchain: Toolchain, env: Mapping[str, str]) -> None:
     if not has_rustup(env):
         if toolchain.file is None:
             raise UsageError(f"cannot use +{toolchain.name}: rustup is not installed on this host")
-        return  # a file pin without rustup: cargo-agent warns later if rustc's version differs
+        warn_if_rustc_differs(toolchain, env)
+        return
     if toolchain_dir(toolchain.name, env) is None:
         origin = "from the command line" if toolchain.file is None else f"from {toolchain.file}"
         hint = (f"rustup toolchain install {toolchain.name}" if not toolchain.is_path
                 else f"check that {toolchain.name} is a toolchain directory with bin/cargo")
         raise UsageError(f"toolchain '{toolchain.name}' ({origin}) is not installed", help=(hint,))
+
+
+def pin_matches(channel: str, release: str) -> bool:
+    """Whether `rustc -V`'s release (`1.95.0`, `1.97.0-nightly`, `1.96.0-beta.2`) is what a
+    channel (`stable`, `nightly-2026-01-01`, `1.95`, `1.95.0`) asks for."""
+    kind = channel.split("-", 1)[0]
+    if kind == "stable":
+        return "-" not in release
+    if kind in ("nightly", "beta"):
+        return f"-{kind}" in release
+    number = release.split("-", 1)[0]
+    return number == kind or number.startswith(kind + ".")
+
+
+def warn_if_rustc_differs(toolchain: Toolchain, env: Mapping[str, str]) -> None:
+    """Without rustup nothing can switch toolchains: say so when the pin and rustc disagree."""
+    import subprocess
+    import sys
+
+    if toolchain.name is None or toolchain.is_path:
+        return
+    rustc = env.get("RUSTC") or which("rustc", env)
+    if rustc is None:
+        return
+    try:
+        version = subprocess.run([rustc, "-V"], capture_output=True, text=True, timeout=30, env=dict(env)).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    parts = version.split()
+    release = parts[1] if len(parts) > 1 else ""
+    if release and not pin_matches(toolchain.name, release):
+        sys.stderr.write(f"warning: {toolchain.file} pins '{toolchain.name}' but rustc is {release}, and "
+                         "there is no rustup on this host to switch toolchains\n")
 
 
 def apply(toolchain: Toolchain, env: dict[str, str]) -> None:

@@ -243,3 +243,31 @@ def test_status_shows_holders_and_queue(virtual_ws: Path, run_agent: RunAgent, f
         if waiter:
             waiter.kill()
             waiter.wait()
+
+
+def _log_text(env: dict[str, str]) -> str:
+    log = Path(env["FAKE_LOG"])
+    return log.read_text() if log.exists() else ""
+
+
+def test_memory_kill_guard_stops_only_the_newest_build(virtual_ws: Path, fake_cargo_env: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    reading = tmp_path / "memory"
+    reading.write_text("50")
+    env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "2", "CARGO_AGENT_MEMORY_SOURCE": str(reading),
+           "CARGO_AGENT_MEM_KILL": "95", "CARGO_AGENT_KILL_GRACE": "1s"}
+    lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
+    older = subprocess.Popen(agent_command("build", "-p", "alpha"), cwd=virtual_ws, stderr=subprocess.PIPE,
+                             text=True, env={**env, "FAKE_SLEEP": "6", "FAKE_TAG": "older"})
+    _wait_for(lambda: _arrived(lock_dir, older.pid) and "start older" in _log_text(env))
+    newer = subprocess.Popen(agent_command("build", "-p", "beta"), cwd=virtual_ws, stderr=subprocess.PIPE,
+                             text=True, env={**env, "FAKE_SLEEP": "60", "FAKE_TAG": "newer"})
+    _wait_for(lambda: "start newer" in _log_text(env))
+    reading.write_text("97")
+    newer_code = newer.wait(30)
+    reading.write_text("50")
+    newer_err = newer.communicate()[1]
+    assert newer_code == 128 + signal.SIGTERM, newer_err
+    assert "stopped by cargo-agent: host memory stayed above mem_kill 95%" in newer_err
+    assert older.wait(30) == 0
+    assert "end older" in _log_text(env)

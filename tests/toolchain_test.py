@@ -142,3 +142,30 @@ def test_fast_toml_reader_agrees_with_tomllib(tmp_path: Path, text: str) -> None
         got = type(err) if expected is not UsageError else UsageError
         expected = UsageError if expected in (tomllib.TOMLDecodeError, KeyError) else expected
     assert got == expected
+
+
+@pytest.mark.parametrize(("channel", "release", "matches"), [
+    ("stable", "1.95.0", True), ("stable", "1.97.0-nightly", False), ("nightly", "1.97.0-nightly", True),
+    ("nightly-2026-05-19", "1.97.0-nightly", True), ("beta", "1.96.0-beta.2", True), ("1.95.0", "1.95.0", True),
+    ("1.95", "1.95.0", True), ("1.92.0", "1.95.0", False), ("1.9", "1.95.0", False),
+])
+def test_pin_matches(channel: str, release: str, matches: bool) -> None:
+    assert toolchain.pin_matches(channel, release) is matches
+
+
+def test_without_rustup_a_mismatched_pin_is_a_warning(tmp_path: Path, run_agent: RunAgent,
+                                                      agent_env: dict[str, str]) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "rustc").write_text("#!/bin/sh\necho 'rustc 1.95.0 (59807616e 2026-04-14)'\n")
+    (bin_dir / "cargo").write_text("#!/bin/sh\necho 'cargo 1.95.0'\n")
+    for tool in ("rustc", "cargo"):
+        (bin_dir / tool).chmod(0o755)
+    root = write_tree(tmp_path / "pinned", {"rust-toolchain.toml": '[toolchain]\nchannel = "1.92.0"\n'})
+    env = {**agent_env, "PATH": f"{bin_dir}:/usr/bin:/bin", "RUSTUP_HOME": str(tmp_path / "no-rustup")}
+    result = run_agent("--version", cwd=root, env=env)
+    assert result.returncode == 0 and result.stdout == "cargo 1.95.0\n"
+    assert result.stderr == (f"warning: {root}/rust-toolchain.toml pins '1.92.0' but rustc is 1.95.0, and there "
+                             "is no rustup on this host to switch toolchains\n")
+    (root / "rust-toolchain.toml").write_text('[toolchain]\nchannel = "1.95"\n')
+    assert run_agent("--version", cwd=root, env=env).stderr == ""
