@@ -136,6 +136,17 @@ def parse_list(raw: object) -> tuple[str, ...]:
     return tuple(item for item in items if item)
 
 
+_SUBCOMMAND = re.compile(r"[a-z0-9][a-z0-9_-]*( [a-z0-9][a-z0-9_-]*)?")
+
+
+def parse_subcommand_list(raw: object) -> tuple[str, ...]:
+    """A list of subcommands (`test`, `nextest run`, an external `fuzz`)."""
+    items = parse_list(raw)
+    if not all(_SUBCOMMAND.fullmatch(item) for item in items):
+        raise ValueError
+    return items
+
+
 def parse_path(raw: object) -> str:
     text = _text(raw)
     if not text:
@@ -196,8 +207,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Threads lld may use per link (only added where the linker is lld); `auto` is the jobs cap."),
     Setting("limit_as", "CARGO_AGENT_LIMIT_AS", parse_size, "a size like 4G, 4096M, 12GiB, or 'unlimited'",
             4 << 30, "RLIMIT_AS (address space) of cargo and everything it starts."),
-    Setting("limit_as_exempt", "CARGO_AGENT_LIMIT_AS_EXEMPT", parse_list,
-            "a list of: fuzz, miri, sanitizer, or other subcommand names",
+    Setting("limit_as_exempt", "CARGO_AGENT_LIMIT_AS_EXEMPT", parse_subcommand_list,
+            "a comma-separated list of subcommand names, or sanitizer",
             ("fuzz", "miri", "sanitizer"),
             "Workloads that reserve huge address space by design and run without RLIMIT_AS."),
     Setting("timeout", "CARGO_AGENT_TIMEOUT", parse_duration,
@@ -219,8 +230,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("isolate_cargo_home", "CARGO_AGENT_ISOLATE_CARGO_HOME", parse_bool,
             "1/0, true/false, yes/no, on/off", False,
             "Give each checkout its own CARGO_HOME (seeded with your config and credentials)."),
-    Setting("scoped_subcommands", "CARGO_AGENT_SCOPED_SUBCOMMANDS", parse_list,
-            "a list of subcommands, e.g. test, bench, nextest run, build",
+    Setting("scoped_subcommands", "CARGO_AGENT_SCOPED_SUBCOMMANDS", parse_subcommand_list,
+            "a comma-separated list of subcommands, e.g. test, bench, nextest run, build",
             ("test", "bench", "nextest run"),
             "Subcommands that must select one package (rule unscoped-test)."),
     Setting("allow_unscoped", "CARGO_AGENT_ALLOW_UNSCOPED", parse_bool, "1/0, true/false, yes/no, on/off",
@@ -267,6 +278,8 @@ def _parse(setting: Setting, raw: object, origin: str) -> Any:
         return setting.parse(raw)
     except ValueError:
         shown = raw if isinstance(raw, str) else repr(raw)
+        if not shown.isprintable():  # the message stays one line, whatever the value holds
+            shown = shown.encode("unicode_escape").decode("ascii")
         raise ConfigError(f"invalid value '{shown}' for {origin}: expected {setting.accepts}") from None
 
 

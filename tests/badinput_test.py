@@ -1,0 +1,106 @@
+"""Every setting, env var and config key with a malformed value, and malformed files: each gives
+exit 2 and one clear line, and nothing is left half-done (no build started, no lock dir made)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import RunAgent, write_tree
+
+from cargo_agent import config
+
+CANDIDATES = ["-1", "0", "abc", "4Q", "", "1.5x", "150", "sometimes"]
+
+
+def bad_value(setting: config.Setting) -> str:
+    for candidate in CANDIDATES:
+        try:
+            setting.parse(candidate)
+        except ValueError:
+            return candidate
+    raise AssertionError(f"{setting.key} accepts every candidate")
+
+
+CHECKED = [s for s in config.SETTINGS if s.key not in ("lock_dir", "cargo")]  # any path is a valid value
+
+
+def _nothing_done(env: dict[str, str]) -> None:
+    assert not Path(env["FAKE_LOG"]).exists(), "cargo was started"
+    assert not Path(env["CARGO_AGENT_LOCK_DIR"]).exists(), "the lock dir was created"
+
+
+@pytest.mark.parametrize("setting", CHECKED, ids=[s.env for s in CHECKED])
+def test_bad_env_value(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str],
+                       setting: config.Setting) -> None:
+    value = bad_value(setting)
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env, extra_env={setting.env: value})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: invalid value '{value}' for {setting.env}: "
+                                          f"expected {setting.accepts}"]
+    _nothing_done(fake_cargo_env)
+
+
+@pytest.mark.parametrize("setting", CHECKED, ids=[s.key for s in CHECKED])
+def test_bad_config_key_value(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str],
+                              setting: config.Setting) -> None:
+    value = bad_value(setting)
+    host = Path(fake_cargo_env["CARGO_AGENT_CONFIG"])
+    host.write_text(f'{setting.key} = "{value}"\n')
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: invalid value '{value}' for {host}:{setting.key}: "
+                                          f"expected {setting.accepts}"]
+    _nothing_done(fake_cargo_env)
+
+
+@pytest.mark.parametrize("where", ["host", "user", "cargo-config", "repo-metadata", "member-manifest"])
+def test_malformed_files(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str], where: str) -> None:
+    if where == "host":
+        path = Path(fake_cargo_env["CARGO_AGENT_CONFIG"])
+    elif where == "user":
+        path = Path(fake_cargo_env["XDG_CONFIG_HOME"]) / "cargo-agent" / "config.toml"
+    elif where == "cargo-config":
+        path = virtual_ws / ".cargo" / "config.toml"
+    elif where == "member-manifest":
+        path = virtual_ws / "crates" / "beta" / "Cargo.toml"
+    else:
+        path = virtual_ws / "Cargo.toml"
+        path.write_text(path.read_text() + '\n[workspace.metadata]\ncargo-agent = "yes"\n')
+    if where != "repo-metadata":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("this is = = not toml\n")
+    result = run_agent("test", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0]
+    _nothing_done(fake_cargo_env)
+
+
+def test_unknown_key_lists_the_known_ones(virtual_ws: Path, run_agent: RunAgent,
+                                          fake_cargo_env: dict[str, str]) -> None:
+    write_tree(Path(fake_cargo_env["XDG_CONFIG_HOME"]), {"cargo-agent/config.toml": "slotz = 2\n"})
+    result = run_agent("build", cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0].startswith("error: unknown key 'slotz' in ")
+    assert result.stderr.splitlines()[1].startswith("help: known keys: slots, lock_dir")
+    _nothing_done(fake_cargo_env)
+
+
+def test_bad_slot_count_file_in_the_lock_dir(virtual_ws: Path, run_agent: RunAgent,
+                                             fake_cargo_env: dict[str, str]) -> None:
+    lock_dir = Path(fake_cargo_env["CARGO_AGENT_LOCK_DIR"])
+    lock_dir.mkdir(mode=0o700)
+    (lock_dir / "slots").write_text("many\n")
+    result = run_agent("build", cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: invalid slot count 'many' in {lock_dir / 'slots'}: "
+                                          "expected a whole number >= 1"]
+    assert not Path(fake_cargo_env["FAKE_LOG"]).exists()
+
+
+def test_alias_of_the_wrong_type(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str]) -> None:
+    write_tree(virtual_ws, {".cargo/config.toml": "[alias]\nxt = 3\n"})
+    result = run_agent("xt", cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: alias.xt in cargo config is neither a string nor a list of strings"]
