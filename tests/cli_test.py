@@ -164,3 +164,30 @@ def test_bad_own_option_value_is_exit_2(virtual_ws: Path, run_agent: RunAgent) -
 
 def test_fake_cargo_is_executable() -> None:
     assert os.access(FAKE_CARGO, os.X_OK)
+
+
+def _installed_launcher() -> str:
+    import shutil
+
+    found = shutil.which("cargo-agent")
+    if found is None:
+        pytest.fail("cargo-agent is not installed: run pip install -e '.[test]' first")
+    return found
+
+
+def test_installed_launcher_runs(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    from cargo_agent import __version__
+
+    result = subprocess.run([_installed_launcher(), "--agent-version"], cwd=virtual_ws, env=agent_env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == f"cargo-agent {__version__}\n"
+
+
+def test_cargo_agent_as_a_real_cargo_external_subcommand(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    """Real cargo finds `cargo-agent` on PATH and runs it as `cargo-agent agent ...`."""
+    env = {**agent_env, "PATH": f"{Path(_installed_launcher()).parent}:{agent_env['PATH']}"}
+    refused = subprocess.run(["cargo", "agent", "test"], cwd=virtual_ws, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "rule unscoped-test" in refused.stderr
+    allowed = subprocess.run(["cargo", "agent", "test", "-p", "beta"], cwd=virtual_ws, env=env, capture_output=True,
+                             text=True, timeout=240)
+    assert allowed.returncode == 0 and "test tests::works ... ok" in allowed.stdout
