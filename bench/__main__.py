@@ -83,8 +83,9 @@ def passthrough(runs: int, env: dict[str, str], venv: Path, work: Path) -> dict[
 
 def import_breakdown(venv: Path) -> dict[str, int]:
     """Self import time (us) of the modules `cargo-agent version` loads, largest first."""
+    # From the demo dir: run from the repo, `import cargo_agent` would find the source tree instead.
     out = subprocess.run([str(venv / "bin" / "python"), "-X", "importtime", "-c", "import cargo_agent.cli"],
-                         capture_output=True, text=True).stderr
+                         capture_output=True, text=True, cwd=DEMO).stderr
     costs: dict[str, int] = {}
     for line in out.splitlines()[1:]:
         parts = line.split("|")

@@ -83,7 +83,7 @@ def run(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], option
     shaped = envshape.shape(command, cargo_config, config, child_env, slot_settings.count)
     if config["isolate_cargo_home"] and location is not None:
         envshape.isolate_cargo_home(shaped, location.workspace.root_manifest.parent)
-    limit_as = None if _exempt_from_limit(command, config) else config["limit_as"]
+    limit_as = None if _exempt_from_limit(command, config, env) else config["limit_as"]
     cargo = realcargo.find(env, config["cargo"])
     if dry_run:
         _print_plan(command, decision, chosen, slot_settings, shaped, cargo, limit_as, config, env, as_json)
@@ -91,12 +91,13 @@ def run(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], option
     return _execute(command, cwd, env, config, slot_settings, shaped, cargo, limit_as)
 
 
-def _exempt_from_limit(command: argv_model.CargoCommand, config: settings.Config) -> bool:
+def _exempt_from_limit(command: argv_model.CargoCommand, config: settings.Config, env: dict[str, str]) -> bool:
+    """Workloads that reserve huge address space by design run without RLIMIT_AS."""
     exempt = set(config["limit_as_exempt"])
     if (command.resolved or "") in exempt:
         return True
     sanitizer = any(u.startswith("sanitizer") for u in command.unstable) or any(
-        "sanitizer" in (os.environ.get(v) or "") for v in ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"))
+        "sanitizer=" in (env.get(v) or "") for v in ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"))
     return "sanitizer" in exempt and sanitizer
 
 

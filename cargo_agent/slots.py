@@ -325,7 +325,7 @@ def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
             seq = int(counter.read_text().strip() or 0) + 1
         except (FileNotFoundError, ValueError):
             seq = 1
-        _write_json(counter, seq, mode)  # type: ignore[arg-type]
+        counter.write_text(f"{seq}\n")  # only ever written under the queue mutex
         path = queue / f"{seq:012d}-{os.getpid()}.ticket"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -3,6 +3,7 @@ exit 2 and one clear line, and nothing is left half-done (no build started, no l
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,23 @@ def test_alias_of_the_wrong_type(virtual_ws: Path, run_agent: RunAgent, fake_car
     result = run_agent("xt", cwd=virtual_ws, env=fake_cargo_env)
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["error: alias.xt in cargo config is neither a string nor a list of strings"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write and read anything: needs an unprivileged user")
+@pytest.mark.parametrize("what", ["lock dir not writable", "Cargo.toml unreadable"])
+def test_permission_problems_as_an_unprivileged_user(virtual_ws: Path, run_agent: RunAgent,
+                                                     fake_cargo_env: dict[str, str], tmp_path: Path,
+                                                     what: str) -> None:
+    env = dict(fake_cargo_env)
+    if what == "lock dir not writable":
+        lock_dir = tmp_path / "readonly-locks"
+        lock_dir.mkdir(mode=0o500)
+        env["CARGO_AGENT_LOCK_DIR"] = str(lock_dir)
+        expected = f"error: lock dir {lock_dir} is not writable by you"
+    else:
+        manifest = virtual_ws / "crates" / "beta" / "Cargo.toml"
+        manifest.chmod(0)
+        expected = f"error: cannot read {manifest}: permission denied"
+    result = run_agent("test", "-p", "alpha", cwd=virtual_ws, env=env)
+    assert result.returncode == 2 and result.stderr.splitlines()[0] == expected
+    assert not Path(env["FAKE_LOG"]).exists()

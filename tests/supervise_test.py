@@ -155,3 +155,46 @@ def test_run_report_is_logged(virtual_ws: Path, run_agent: RunAgent, fake_cargo_
 def test_format_duration() -> None:
     assert supervise.format_duration(1800) == "30m0s"
     assert supervise.format_duration(3725) == "1h2m5s"
+
+
+def test_second_ctrl_c_kills_a_build_that_ignores_the_first(virtual_ws: Path, fake_cargo_env: dict[str, str],
+                                                            tmp_path: Path, reap: list[int]) -> None:
+    pidfile = tmp_path / "cargo.pid"
+    proc = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL,
+                            env={**fake_cargo_env, "FAKE_SLEEP": "120", "FAKE_IGNORE_SIGINT": "1",
+                                 "FAKE_PIDFILE": str(pidfile)})
+    _wait_for(lambda: pidfile.exists() and pidfile.read_text() != "")
+    cargo_pid = int(pidfile.read_text())
+    reap.append(cargo_pid)
+    time.sleep(0.3)  # the fake installs its SIGINT handler right after writing its pid
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert alive(cargo_pid) and proc.poll() is None  # the first Ctrl-C was forwarded and ignored
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 128 + signal.SIGKILL
+    _wait_for(lambda: not alive(cargo_pid), 5)
+
+
+def test_a_terminal_still_sees_cargos_colours(tmp_path: Path, agent_env: dict[str, str]) -> None:
+    """With stderr on a terminal, cargo writes to a pty of ours: it still sees a terminal."""
+    import pty
+
+    root = write_tree(tmp_path / "colour", crate("colour"))
+    master, slave = pty.openpty()
+    env = {**agent_env, "TERM": "xterm-256color"}
+    env.pop("CARGO_TERM_COLOR", None)
+    proc = subprocess.Popen(agent_command("check"), cwd=root, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(240) == 0
+    os.close(master)
+    assert b"\x1b[" in output and b"Finished" in output  # ANSI colours: cargo saw a terminal
