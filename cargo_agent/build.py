@@ -49,10 +49,11 @@ class Decided:
 
 def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> Decided:
     """Aliases, workspace, config and the policy decision: everything before side effects."""
+    from cargo_agent.cli import manifest_arg
+
     cargo_config = cargoconfig.load(cwd, env, command.global_configs)
     command = argv_model.expand_aliases(command, _alias_lookup(cargo_config, env))
-    manifest_arg = next(iter(command.parsed.values("--manifest-path")), None)
-    location = workspace.locate(cwd, manifest_arg) if command.compiles else None
+    location = workspace.locate(cwd, manifest_arg(command)) if command.compiles else None
     root_data = location.workspace.root_data if location else None
     config = settings.load(env, root_data, location.workspace.root_manifest if location else None)
     program = env.get(INVOKED_AS_ENV) or "cargo-agent"
@@ -63,7 +64,7 @@ def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> 
 
 
 def run(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], options: Any) -> int:
-    from cargo_agent.cli import exec_passthrough
+    from cargo_agent.cli import exec_passthrough, start_dir
 
     dry_run = bool(options and options.dry_run)
     as_json = bool(options and options.json)
@@ -74,8 +75,7 @@ def run(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], option
         return exec_passthrough(command, cwd, env)
     if not decision.allowed and not dry_run:
         raise decision.error()
-    manifest_arg = next(iter(command.parsed.values("--manifest-path")), None)
-    chosen = toolchain.choose(command.toolchain, (cwd / manifest_arg).parent if manifest_arg else cwd)
+    chosen = toolchain.choose(command.toolchain, start_dir(command, str(cwd)))
     toolchain.check(chosen, env)
     child_env = dict(env)
     toolchain.apply(chosen, child_env)

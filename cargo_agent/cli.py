@@ -73,9 +73,14 @@ def run(args: list[str], env: dict[str, str]) -> int:
     return build.run(command, Path(cwd), env, options)
 
 
+def manifest_arg(command: argv_model.CargoCommand) -> str | None:
+    return next(iter(command.parsed.values("--manifest-path")), None)
+
+
 def start_dir(command: argv_model.CargoCommand, cwd: str) -> str:
-    """Where the package is: the --manifest-path dir, else the working dir (after -C)."""
-    manifest = next(iter(argv_model.parse_args(command.args).values("--manifest-path")), None)
+    """Where the package is, for the toolchain pin: the --manifest-path dir, else the working
+    dir (after -C)."""
+    manifest = manifest_arg(command)
     return os.path.dirname(os.path.join(cwd, manifest)) if manifest else cwd
 
 

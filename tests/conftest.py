@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -118,6 +119,14 @@ def fake_cargo_env(agent_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     env["CARGO_AGENT_CARGO"] = str(FAKE_CARGO)
     env["FAKE_LOG"] = str(tmp_path / "fake.log")
     return env
+
+
+def wait_for(predicate: Callable[[], object], limit: float = 60.0) -> None:
+    """Poll until `predicate()` is true; fail after `limit` seconds (a bound, not a timing assertion)."""
+    end = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < end, "condition never became true"
+        time.sleep(0.02)
 
 
 def alive(pid: int) -> bool:

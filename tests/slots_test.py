@@ -9,16 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RunAgent, agent_command, alive
+from conftest import RunAgent, agent_command, alive, wait_for
 
 from cargo_agent import config, slots
-
-
-def _wait_for(predicate, limit: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < end, "condition never became true"
-        time.sleep(0.02)
 
 
 def _events(log: Path) -> list[tuple[str, str, float]]:
@@ -57,7 +50,7 @@ def test_eight_runs_on_two_slots_fifo_and_never_more_than_two(virtual_ws: Path, 
         procs.append(subprocess.Popen(agent_command("build", "-p", "alpha"), cwd=virtual_ws,
                                       env={**env, "FAKE_TAG": str(index)}, stderr=subprocess.DEVNULL))
         # Arrival order: the next run comes only once this one holds a ticket or a slot.
-        _wait_for(lambda pid=procs[-1].pid: _arrived(lock_dir, pid))
+        wait_for(lambda pid=procs[-1].pid: _arrived(lock_dir, pid))
     assert [p.wait(120) for p in procs] == [0] * 8
     events = _events(log)
     assert _max_concurrency(events) <= 2
@@ -71,12 +64,12 @@ def test_sigkilled_holder_frees_its_slot_and_leaves_no_stale_state(virtual_ws: P
     holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL,
                               env={**env, "FAKE_SLEEP": "300", "FAKE_TAG": "holder",
                                    "FAKE_PIDFILE": str(tmp_path / "holder-cargo.pid")})
-    _wait_for(lambda: (tmp_path / "holder-cargo.pid").exists())
+    wait_for(lambda: (tmp_path / "holder-cargo.pid").exists())
     cargo_pid = int((tmp_path / "holder-cargo.pid").read_text())
     reap.append(cargo_pid)
     waiter = subprocess.Popen(agent_command("build"), cwd=virtual_ws, env={**env, "FAKE_TAG": "waiter"},
                               stderr=subprocess.DEVNULL)
-    _wait_for(lambda: _queued(Path(env["CARGO_AGENT_LOCK_DIR"])) == 1)
+    wait_for(lambda: _queued(Path(env["CARGO_AGENT_LOCK_DIR"])) == 1)
     os.kill(cargo_pid, signal.SIGKILL)  # the whole build dies: wrapper and cargo
     holder.kill()
     holder.wait()
@@ -93,17 +86,17 @@ def test_wrapper_sigkilled_mid_build_keeps_the_slot_until_the_build_is_gone(
     worker = tmp_path / "worker.pid"
     holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL, env={
         **env, "FAKE_SLEEP": "300", "FAKE_SPAWN": f"sh -c 'echo $$ > {worker}; exec sleep 300'"})
-    _wait_for(lambda: worker.exists() and worker.read_text().strip() != "")
+    wait_for(lambda: worker.exists() and worker.read_text().strip() != "")
     worker_pid = int(worker.read_text())
     reap.append(worker_pid)
     holder.kill()
     holder.wait()
     settings = slots.resolve(config.load(env), env)
-    _wait_for(lambda: len(slots.holders(settings)) == 1)
+    wait_for(lambda: len(slots.holders(settings)) == 1)
     time.sleep(0.5)
     assert len(slots.holders(settings)) == 1 and alive(worker_pid)
     os.kill(worker_pid, signal.SIGKILL)
-    _wait_for(lambda: not slots.holders(settings), 10)
+    wait_for(lambda: not slots.holders(settings), 10)
 
 
 def test_two_checkouts_share_the_same_slots(virtual_ws: Path, single_ws: Path, fake_cargo_env: dict[str, str]) -> None:
@@ -128,7 +121,7 @@ def test_forged_slot_variable_is_not_honoured(virtual_ws: Path, fake_cargo_env: 
     holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, env={**env, "FAKE_SLEEP": "20"})
     try:
         lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
-        _wait_for(lambda: bool(slots.holders(slots.resolve(config.load(env), env))))
+        wait_for(lambda: bool(slots.holders(slots.resolve(config.load(env), env))))
         forged = f"{lock_dir / 'slot-0.lock'}:0:{holder.pid}"
         result = subprocess.run(agent_command("build"), cwd=virtual_ws, env={**env, "CARGO_AGENT_SLOT": forged},
                                 capture_output=True, text=True, timeout=30)
@@ -143,7 +136,7 @@ def test_wait_timeout_is_75_and_leaves_no_ticket(virtual_ws: Path, fake_cargo_en
     holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, env={**env, "FAKE_SLEEP": "30"})
     try:
         lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
-        _wait_for(lambda: "start" in (Path(env["FAKE_LOG"]).read_text() if Path(env["FAKE_LOG"]).exists() else ""))
+        wait_for(lambda: "start" in (Path(env["FAKE_LOG"]).read_text() if Path(env["FAKE_LOG"]).exists() else ""))
         result = subprocess.run(agent_command("build"), cwd=virtual_ws, capture_output=True, text=True, timeout=30,
                                 env={**env, "CARGO_AGENT_WAIT_TIMEOUT": "1s"})
         assert result.returncode == 75
@@ -159,9 +152,9 @@ def test_ctrl_c_while_waiting_is_130_and_leaves_no_ticket(virtual_ws: Path, fake
     lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
     holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, env={**env, "FAKE_SLEEP": "30"})
     try:
-        _wait_for(lambda: Path(env["FAKE_LOG"]).exists())
+        wait_for(lambda: Path(env["FAKE_LOG"]).exists())
         waiter = subprocess.Popen(agent_command("build"), cwd=virtual_ws, env=env, stderr=subprocess.DEVNULL)
-        _wait_for(lambda: _queued(lock_dir) == 1)
+        wait_for(lambda: _queued(lock_dir) == 1)
         waiter.send_signal(signal.SIGINT)
         assert waiter.wait(10) == 130
         assert _queued(lock_dir) == 0
@@ -199,7 +192,7 @@ def test_memory_pressure_holds_a_run_back_until_it_drops(virtual_ws: Path, fake_
     err = tmp_path / "stderr"
     with err.open("w") as handle:
         proc = subprocess.Popen(agent_command("build"), cwd=virtual_ws, env=env, stderr=handle)
-    _wait_for(lambda: "memory at 90% is above mem_high 85%" in err.read_text())
+    wait_for(lambda: "memory at 90% is above mem_high 85%" in err.read_text())
     assert not Path(env["FAKE_LOG"]).exists()
     reading.write_text("40")
     assert proc.wait(30) == 0
@@ -226,10 +219,10 @@ def test_status_shows_holders_and_queue(virtual_ws: Path, run_agent: RunAgent, f
     holder = subprocess.Popen(agent_command("build", "-p", "alpha"), cwd=virtual_ws, env={**env, "FAKE_SLEEP": "30"})
     waiter = None
     try:
-        _wait_for(lambda: Path(env["FAKE_LOG"]).exists())
+        wait_for(lambda: Path(env["FAKE_LOG"]).exists())
         waiter = subprocess.Popen(agent_command("build", "-p", "beta"), cwd=virtual_ws, env=env,
                                   stderr=subprocess.DEVNULL)
-        _wait_for(lambda: _queued(Path(env["CARGO_AGENT_LOCK_DIR"])) == 1)
+        wait_for(lambda: _queued(Path(env["CARGO_AGENT_LOCK_DIR"])) == 1)
         status = json.loads(run_agent("--status", "--json", cwd=virtual_ws, env=env).stdout)
         assert status["usable"] == 1
         assert [h["command"] for h in status["holders"]] == [["build", "-p", "alpha"]]
@@ -259,10 +252,10 @@ def test_memory_kill_guard_stops_only_the_newest_build(virtual_ws: Path, fake_ca
     lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
     older = subprocess.Popen(agent_command("build", "-p", "alpha"), cwd=virtual_ws, stderr=subprocess.PIPE,
                              text=True, env={**env, "FAKE_SLEEP": "6", "FAKE_TAG": "older"})
-    _wait_for(lambda: _arrived(lock_dir, older.pid) and "start older" in _log_text(env))
+    wait_for(lambda: _arrived(lock_dir, older.pid) and "start older" in _log_text(env))
     newer = subprocess.Popen(agent_command("build", "-p", "beta"), cwd=virtual_ws, stderr=subprocess.PIPE,
                              text=True, env={**env, "FAKE_SLEEP": "60", "FAKE_TAG": "newer"})
-    _wait_for(lambda: "start newer" in _log_text(env))
+    wait_for(lambda: "start newer" in _log_text(env))
     reading.write_text("97")
     newer_code = newer.wait(30)
     reading.write_text("50")

@@ -9,16 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RunAgent, agent_command, alive, crate, write_tree
+from conftest import RunAgent, agent_command, alive, crate, wait_for, write_tree
 
 from cargo_agent import supervise
-
-
-def _wait_for(predicate, limit: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < end, "condition never became true"
-        time.sleep(0.05)
 
 
 def test_timeout_stops_the_whole_tree_including_setsid_grandchild(
@@ -58,14 +51,14 @@ def test_sigint_during_real_cargo_test_is_130_with_no_survivors_and_slot_free(
     with out.open("w") as handle:
         proc = subprocess.Popen(agent_command("test", "--", "--nocapture"), cwd=root, env=agent_env, stdout=handle,
                                 stderr=subprocess.STDOUT)
-    _wait_for(lambda: "SLOW-TEST-STARTED" in out.read_text(), 180)
+    wait_for(lambda: "SLOW-TEST-STARTED" in out.read_text(), 180)
     import psutil
 
     tree = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
     reap.extend(tree)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 130
-    _wait_for(lambda: not any(alive(pid) for pid in tree), 5)
+    wait_for(lambda: not any(alive(pid) for pid in tree), 5)
     from cargo_agent import slots
 
     lock_dir = Path(agent_env["CARGO_AGENT_LOCK_DIR"])
@@ -163,7 +156,7 @@ def test_second_ctrl_c_kills_a_build_that_ignores_the_first(virtual_ws: Path, fa
     proc = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL,
                             env={**fake_cargo_env, "FAKE_SLEEP": "120", "FAKE_IGNORE_SIGINT": "1",
                                  "FAKE_PIDFILE": str(pidfile)})
-    _wait_for(lambda: pidfile.exists() and pidfile.read_text() != "")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text() != "")
     cargo_pid = int(pidfile.read_text())
     reap.append(cargo_pid)
     time.sleep(0.3)  # the fake installs its SIGINT handler right after writing its pid
@@ -172,7 +165,7 @@ def test_second_ctrl_c_kills_a_build_that_ignores_the_first(virtual_ws: Path, fa
     assert alive(cargo_pid) and proc.poll() is None  # the first Ctrl-C was forwarded and ignored
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 128 + signal.SIGKILL
-    _wait_for(lambda: not alive(cargo_pid), 5)
+    wait_for(lambda: not alive(cargo_pid), 5)
 
 
 def test_a_terminal_still_sees_cargos_colours(tmp_path: Path, agent_env: dict[str, str]) -> None:
