@@ -18,3 +18,50 @@ def test_every_setting_env_var_is_documented() -> None:
 
     text = (docs.DOCS / "configuration.md").read_text()
     assert all(f"`{s.env}`" in text for s in SETTINGS)
+
+
+ERROR_TYPES = {"UsageError", "ConfigError", "RefusedError", "CargoNotFoundError", "SlotWaitTimeoutError",
+               "CargoAgentError"}
+
+
+def _template(node: object) -> str | None:
+    """A message literal with its placeholders as `…`; None when it is not a literal."""
+    import ast
+
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "…" for v in node.values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _template(node.left)  # `f"... " + rest`: the literal head is what a user sees first
+    return None
+
+
+def _messages() -> list[str]:
+    import ast
+
+    found = []
+    for path in sorted(docs.DOCS.parent.joinpath("cargo_agent").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ERROR_TYPES:
+                text = _template(node.args[0]) if node.args else None
+                if text:
+                    found.append(text.strip())
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "write" \
+                    and node.args and (text := _template(node.args[0])) and text.startswith(("error: ", "warning: ")):
+                found.append(text.split(": ", 1)[1].strip())
+    return found
+
+
+def test_every_error_message_is_in_the_errors_doc() -> None:
+    text = (docs.DOCS / "errors.md").read_text().replace("\\`", "`")
+    messages = _messages()
+    assert len(messages) > 40
+    missing = []
+    for message in messages:
+        head = message.split("\n")[0]
+        # A message may end in a detail the table shows as `…`; compare up to its last placeholder-free part.
+        probe = head if head in text else head.rsplit("…", 1)[0] + "…"
+        if probe not in text:
+            missing.append(head)
+    assert not missing, "add these to docs/errors.md: " + "; ".join(missing)
