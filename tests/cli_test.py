@@ -191,3 +191,22 @@ def test_cargo_agent_as_a_real_cargo_external_subcommand(virtual_ws: Path, agent
     allowed = subprocess.run(["cargo", "agent", "test", "-p", "beta"], cwd=virtual_ws, env=env, capture_output=True,
                              text=True, timeout=240)
     assert allowed.returncode == 0 and "test tests::works ... ok" in allowed.stdout
+
+
+def test_doctor_reports_each_check(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("--doctor", cwd=virtual_ws)
+    assert result.returncode == 0, result.stdout
+    names = [line.split(":", 1)[0] for line in result.stdout.splitlines()]
+    assert names == ["config", "real cargo", "rustup", "lock dir"]
+
+
+def test_doctor_fails_on_a_bad_setting(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("--doctor", cwd=virtual_ws, extra_env={"CARGO_AGENT_SLOTS": "many"})
+    assert result.returncode == 1 and "config: error: invalid value 'many' for CARGO_AGENT_SLOTS" in result.stdout
+
+
+def test_agent_help_lists_own_options_only(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("--agent-help", cwd=virtual_ws)
+    assert result.returncode == 0
+    for option in ("--dry-run", "--json", "--status", "--doctor", "--install-shim", "--agent-version"):
+        assert option in result.stdout

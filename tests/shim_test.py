@@ -45,7 +45,7 @@ def test_scoped_test_through_the_shim_runs_real_tests(virtual_ws: Path, shim_env
 
 def test_version_and_list_are_real_cargos_even_with_the_shim_dir_twice(virtual_ws: Path, shim_env: dict[str, str],
                                                                       agent_env: dict[str, str]) -> None:
-    for args in (["--version"], ["--list"], ["help", "build"]):
+    for args in (["--version"], ["--list"], ["--help"], ["help", "build"]):
         through = _cargo(args, virtual_ws, shim_env)
         bare = subprocess.run(["cargo", *args], cwd=virtual_ws, env=agent_env, capture_output=True, text=True)
         assert through.returncode == 0 and through.stdout == bare.stdout
@@ -61,3 +61,28 @@ def test_shim_without_cargo_agent_exits_127(tmp_path: Path, shim_env: dict[str, 
 def test_repo_shim_is_the_installed_shim() -> None:
     repo = Path(__file__).resolve().parent.parent
     assert (repo / "shims" / "cargo").read_text() == (repo / "cargo_agent" / "shim.sh").read_text()
+
+
+def test_nested_cargo_from_a_build_script_runs_inside_the_parents_slot(tmp_path: Path, shim_env: dict[str, str]) -> None:
+    """slots=1: the outer build holds the only slot while its build script runs `cargo check`
+    through the shim. The nested call must run inside the outer slot, not wait for it."""
+    from conftest import crate, write_tree
+
+    inner = write_tree(tmp_path / "inner", crate("inner"))
+    outer_files = crate("outer")
+    outer_files["build.rs"] = (
+        "use std::process::Command;\n"
+        "fn main() {\n"
+        "    let status = Command::new(\"cargo\")\n"
+        "        .args([\"check\", \"-q\", \"--manifest-path\", env!(\"INNER_MANIFEST\")])\n"
+        "        .env(\"CARGO_TARGET_DIR\", env!(\"INNER_TARGET\"))\n"
+        "        .status().unwrap();\n"
+        "    assert!(status.success(), \"nested cargo failed\");\n"
+        "    println!(\"cargo::warning=NESTED-OK\");\n"
+        "}\n")
+    outer = write_tree(tmp_path / "outer", outer_files)
+    env = {**shim_env, "CARGO_AGENT_SLOTS": "1", "CARGO_AGENT_WAIT_TIMEOUT": "60s",
+           "INNER_MANIFEST": str(inner / "Cargo.toml"), "INNER_TARGET": str(tmp_path / "inner-target")}
+    result = _cargo(["build"], outer, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "NESTED-OK" in result.stderr
