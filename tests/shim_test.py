@@ -63,7 +63,8 @@ def test_repo_shim_is_the_installed_shim() -> None:
     assert (repo / "shims" / "cargo").read_text() == (repo / "cargo_agent" / "shim.sh").read_text()
 
 
-def test_nested_cargo_from_a_build_script_runs_inside_the_parents_slot(tmp_path: Path, shim_env: dict[str, str]) -> None:
+def test_nested_cargo_from_a_build_script_runs_inside_the_parents_slot(tmp_path: Path,
+                                                                       shim_env: dict[str, str]) -> None:
     """slots=1: the outer build holds the only slot while its build script runs `cargo check`
     through the shim. The nested call must run inside the outer slot, not wait for it."""
     from conftest import crate, write_tree
