@@ -337,17 +337,17 @@ def fix_file(path: Path, findings: list[Finding]) -> int:
     return done
 
 
-def iter_files(paths: Sequence[str]) -> Iterator[tuple[Path, bool]]:
-    """(file, explicitly named) for every file under the given paths."""
+def iter_files(paths: Sequence[str]) -> Iterator[Path]:
+    """Every file named, and every file under the directories named."""
     for raw in paths:
         path = Path(raw)
         if path.is_file():
-            yield path, True
+            yield path
         elif path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
                 for name in sorted(files):
-                    yield Path(root) / name, False
+                    yield Path(root) / name
         else:
             raise UsageError(f"no such file or directory: {raw}")
 
@@ -369,10 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths.append(arg)
     try:
         findings: list[Finding] = []
-        for path, explicit in iter_files(paths or ["."]):
-            kind = kind_of(path)
-            if kind is None and explicit:
-                kind = "shell" if path.suffix == "" else None
+        for path in iter_files(paths or ["."]):
+            kind = kind_of(path)  # by name and shebang, named on the command line or not
             found = lint_file(path, kind)
             if fix and found:
                 fix_file(path, found)

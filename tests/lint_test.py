@@ -104,6 +104,15 @@ def test_fix_rewrites_only_what_is_safe(tmp_path: Path) -> None:
     assert path.read_text() == "cargo-agent build -p a && cargo test\ncargo check --all-targets\ncargo fmt\n"
 
 
+def test_named_files_of_unknown_kind_are_not_linted(tmp_path: Path) -> None:
+    license_file = tmp_path / "LICENSE"
+    license_file.write_text("You may cargo build this.\n")
+    script = tmp_path / "run"
+    script.write_text("#!/bin/sh\ncargo build\n")
+    assert lint.main([str(license_file)]) == 0
+    assert lint.main([str(script)]) == 1
+
+
 def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clean = tmp_path / "clean.sh"
     clean.write_text("cargo-agent build -p a\n")
@@ -126,7 +135,9 @@ def test_pre_commit_try_repo_fails_on_a_bad_markdown_file(tmp_path: Path) -> Non
     repo.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     (repo / "HOWTO.md").write_text(f"# How\n\n{FENCE}sh\ncargo test\n{FENCE}\n")
-    subprocess.run(["git", "add", "HOWTO.md"], cwd=repo, check=True)
+    (repo / "justfile").write_text("build:\n    cargo build\n")
+    (repo / "LICENSE").write_text("Permission is granted to cargo build ...\n")
+    subprocess.run(["git", "add", "HOWTO.md", "justfile", "LICENSE"], cwd=repo, check=True)
     hook_home = tmp_path / "hook-repo"
     shutil.copytree(REPO, hook_home, ignore=shutil.ignore_patterns(".git", "*.egg-info", "__pycache__", "target",
                                                                   ".pytest_cache", ".mypy_cache", ".ruff_cache"))
@@ -140,3 +151,5 @@ def test_pre_commit_try_repo_fails_on_a_bad_markdown_file(tmp_path: Path) -> Non
                             cwd=repo, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "HOWTO.md:4:1: CA001" in result.stdout
+    assert "justfile:2:5: CA001" in result.stdout
+    assert "LICENSE" not in result.stdout
