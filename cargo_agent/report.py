@@ -18,10 +18,13 @@ def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
     log = lock_dir / "runs.jsonl"
     line = json.dumps(record, separators=(",", ":")) + "\n"
     mode = 0o660 if shared else 0o600
+    from cargo_agent.slots import share
+
     try:
-        guard = os.open(lock_dir / "runs.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        guard = os.open(lock_dir / "runs.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError:
         return  # the log is a convenience; never fail a build over it
+    share(guard, mode)
     try:
         fcntl.flock(guard, fcntl.LOCK_EX)
         try:
@@ -30,6 +33,7 @@ def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
         except FileNotFoundError:
             pass
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        share(fd, mode)
         with os.fdopen(fd, "a") as handle:
             handle.write(line)
     except OSError:

@@ -39,7 +39,9 @@ from cargo_agent.errors import SlotWaitTimeoutError, UsageError
 SLOT_ENV = "CARGO_AGENT_SLOT"
 HEAD_POLL_SECONDS = 0.002
 PROGRESS_EVERY_SECONDS = 30.0
-OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+# Read-only is enough for flock, and lets every member of a shared dir's group lock files that
+# another member created.
+OPEN_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -82,6 +84,8 @@ def prepare_lock_dir(path: Path, shared: bool) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.mkdir(path, 0o700)
+            if shared:
+                os.chmod(path, 0o2770)  # the host config shares it: group-usable, setgid
         except FileExistsError:
             pass
         except OSError as err:
@@ -124,6 +128,7 @@ def _read_ceiling(path: Path) -> int | None:
 def _write_ceiling(path: Path, n: int) -> None:
     tmp = path / f".slots.{os.getpid()}"
     tmp.write_text(f"{n}\n")
+    tmp.chmod(0o644)  # every wrapper on the host reads it
     try:
         os.link(tmp, path / "slots")  # atomic create-if-absent: the first wrapper decides N
     except FileExistsError:
@@ -155,13 +160,25 @@ def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> Slot
 
 # ---- low-level locks -----------------------------------------------------------------
 
+def share(fd: int, mode: int) -> None:
+    """Give a file we created the mode asked for, whatever our umask: in a shared lock dir the
+    group must be able to use what any member created. Only the owner may chmod; others skip."""
+    try:
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, mode)
+    except OSError:
+        pass
+
+
 def open_lock(path: Path, mode: int = 0o600) -> int:
     try:
-        return os.open(path, OPEN_FLAGS, mode)
+        fd = os.open(path, OPEN_FLAGS, mode)
     except OSError as err:
         if err.errno == errno.ELOOP:
             raise UsageError(f"lock file {path} is a symlink; refusing to follow it") from None
         raise UsageError(f"cannot open lock file {path}: {err.strerror}") from None
+    share(fd, mode)
+    return fd
 
 
 def try_lock(fd: int, shared: bool = False) -> bool:
@@ -238,6 +255,7 @@ def age(since: object, now: float) -> float | None:
 def _write_json(path: Path, data: dict[str, object], mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    share(fd, mode)
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle)
     os.replace(tmp, path)
@@ -314,9 +332,13 @@ def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
     queue = settings.lock_dir / "queue"
     mode = 0o660 if settings.shared else 0o600
     try:
-        os.mkdir(queue, 0o770 if settings.shared else 0o700)
+        os.mkdir(queue, 0o700)
+        if settings.shared:
+            os.chmod(queue, 0o2770)  # group-writable and setgid, whatever our umask
     except FileExistsError:
         pass
+    except OSError as err:
+        raise UsageError(f"cannot use lock dir {settings.lock_dir}: {err.strerror}") from None
     mutex = open_lock(settings.lock_dir / "queue.lock", mode)
     try:
         fcntl.flock(mutex, fcntl.LOCK_EX)  # a short critical section; blocks in the kernel
@@ -325,9 +347,16 @@ def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
             seq = int(counter.read_text().strip() or 0) + 1
         except (FileNotFoundError, ValueError):
             seq = 1
-        counter.write_text(f"{seq}\n")  # only ever written under the queue mutex
         path = queue / f"{seq:012d}-{os.getpid()}.ticket"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        try:
+            counter_fd = os.open(counter, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+            share(counter_fd, mode)
+            with os.fdopen(counter_fd, "w") as handle:  # only ever written under the queue mutex
+                handle.write(f"{seq}\n")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        except OSError as err:
+            raise UsageError(f"cannot use lock dir {settings.lock_dir}: {err.strerror} ({err.filename})") from None
+        share(fd, mode)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, json.dumps({**meta, "queued": time.time()}).encode())
         return Ticket(seq, fd, path)

@@ -264,3 +264,22 @@ def test_memory_kill_guard_stops_only_the_newest_build(virtual_ws: Path, fake_ca
     assert "stopped by cargo-agent: host memory stayed above mem_kill 95%" in newer_err
     assert older.wait(30) == 0
     assert "end older" in _log_text(env)
+
+
+def test_a_shared_lock_dir_stays_usable_by_the_group_whatever_the_umask(virtual_ws: Path,
+                                                                         fake_cargo_env: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    import stat
+
+    shared = tmp_path / "shared-locks"
+    host = Path(fake_cargo_env["CARGO_AGENT_CONFIG"])
+    host.write_text(f'slots = 2\nlock_dir = "{shared}"\n')
+    env = {k: v for k, v in fake_cargo_env.items() if k != "CARGO_AGENT_LOCK_DIR"}
+    result = subprocess.run(agent_command("build", "-p", "alpha"), cwd=virtual_ws, env=env, capture_output=True,
+                            text=True, timeout=60, preexec_fn=lambda: os.umask(0o077))
+    assert result.returncode == 0, result.stderr
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in shared.iterdir() if not p.name.startswith(".")}
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o2770
+    assert modes["queue"] == 0o2770
+    for name in ("slot-0.lock", "slot-1.lock", "queue.lock", "queue.seq", "runs.lock", "runs.jsonl"):
+        assert modes[name] == 0o660, name
