@@ -258,19 +258,23 @@ class _StderrPump:
             attrs = termios.tcgetattr(self.slave)
             attrs[1] &= ~termios.OPOST  # no \n -> \r\n translation: bytes pass as cargo wrote them
             termios.tcsetattr(self.slave, termios.TCSANOW, attrs)
-            self._copy_winsize()
+            self.copy_winsize()
             self.read_fd = self.master
         else:
             self.read_fd, self.slave = os.pipe()
         self.thread = threading.Thread(target=self._pump, daemon=True)
 
-    def _copy_winsize(self) -> None:
+    def copy_winsize(self) -> None:
+        """Our terminal's size onto cargo's pty (through the master: the slave end is closed here
+        once cargo has it)."""
         import fcntl
         import termios
 
+        if self.master is None:
+            return
         try:
             size = fcntl.ioctl(sys.stderr.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
-            fcntl.ioctl(self.slave, termios.TIOCSWINSZ, size)
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
         except OSError:
             pass
 
@@ -332,6 +336,8 @@ def run_once(spec: RunSpec, memory_guard: Callable[[], bool] | None = None) -> O
                     pass
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    if pump.master is not None:  # a resized terminal resizes cargo's pty (and its progress bar)
+        previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, lambda _s, _f: pump.copy_winsize())
     started = time.monotonic()
     outcome = Outcome(exit_code=0)
     warned = False

@@ -191,3 +191,32 @@ def test_a_terminal_still_sees_cargos_colours(tmp_path: Path, agent_env: dict[st
     assert proc.wait(240) == 0
     os.close(master)
     assert b"\x1b[" in output and b"Finished" in output  # ANSI colours: cargo saw a terminal
+
+
+def test_cargo_sees_the_terminal_width(tmp_path: Path, agent_env: dict[str, str]) -> None:
+    """The pty cargo writes to has the size of the user's terminal."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    probe = tmp_path / "probe"
+    probe.write_text("#!/usr/bin/env python3\nimport os, sys\nprint(os.get_terminal_size(2).columns, file=sys.stderr)\n")
+    probe.chmod(0o755)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 123, 0, 0))
+    proc = subprocess.Popen(agent_command("build"), cwd=tmp_path, env={**agent_env, "CARGO_AGENT_CARGO": str(probe)},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(60) == 0
+    os.close(master)
+    assert b"123" in output
