@@ -201,7 +201,8 @@ def test_cargo_sees_the_terminal_width(tmp_path: Path, agent_env: dict[str, str]
     import termios
 
     probe = tmp_path / "probe"
-    probe.write_text("#!/usr/bin/env python3\nimport os, sys\nprint(os.get_terminal_size(2).columns, file=sys.stderr)\n")
+    probe.write_text("#!/usr/bin/env python3\nimport os, sys\n"
+                     "print(os.get_terminal_size(2).columns, file=sys.stderr)\n")
     probe.chmod(0o755)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 123, 0, 0))
