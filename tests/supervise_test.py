@@ -168,6 +168,19 @@ def test_second_ctrl_c_kills_a_build_that_ignores_the_first(virtual_ws: Path, fa
     wait_for(lambda: not alive(cargo_pid), 5)
 
 
+def _read_until_closed(master: int) -> bytes:
+    """Everything written to a pty until its last writer is gone (EIO on Linux)."""
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            return output
+        if not chunk:
+            return output
+        output += chunk
+
+
 def test_a_terminal_still_sees_cargos_colours(tmp_path: Path, agent_env: dict[str, str]) -> None:
     """With stderr on a terminal, cargo writes to a pty of ours: it still sees a terminal."""
     import pty
@@ -179,15 +192,7 @@ def test_a_terminal_still_sees_cargos_colours(tmp_path: Path, agent_env: dict[st
     proc = subprocess.Popen(agent_command("check"), cwd=root, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=slave)
     os.close(slave)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
+    output = _read_until_closed(master)
     assert proc.wait(240) == 0
     os.close(master)
     assert b"\x1b[" in output and b"Finished" in output  # ANSI colours: cargo saw a terminal
@@ -209,15 +214,7 @@ def test_cargo_sees_the_terminal_width(tmp_path: Path, agent_env: dict[str, str]
     proc = subprocess.Popen(agent_command("build"), cwd=tmp_path, env={**agent_env, "CARGO_AGENT_CARGO": str(probe)},
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
     os.close(slave)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
+    output = _read_until_closed(master)
     assert proc.wait(60) == 0
     os.close(master)
     assert b"123" in output
