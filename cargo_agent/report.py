@@ -18,13 +18,12 @@ def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
     log = lock_dir / "runs.jsonl"
     line = json.dumps(record, separators=(",", ":")) + "\n"
     mode = 0o660 if shared else 0o600
-    from cargo_agent.slots import share
+    from cargo_agent.slots import LOCK_FLAGS, open_shared
 
     try:
-        guard = os.open(lock_dir / "runs.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        guard = open_shared(lock_dir / "runs.lock", LOCK_FLAGS, mode)
     except OSError:
         return  # the log is a convenience; never fail a build over it
-    share(guard, mode)
     try:
         fcntl.flock(guard, fcntl.LOCK_EX)
         try:
@@ -32,8 +31,7 @@ def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
                 os.replace(log, lock_dir / "runs.jsonl.1")
         except FileNotFoundError:
             pass
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-        share(fd, mode)
+        fd = open_shared(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
         with os.fdopen(fd, "a") as handle:
             handle.write(line)
     except OSError:

@@ -41,7 +41,7 @@ HEAD_POLL_SECONDS = 0.002
 PROGRESS_EVERY_SECONDS = 30.0
 # Read-only is enough for flock, and lets every member of a shared dir's group lock files that
 # another member created.
-OPEN_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+LOCK_FLAGS = os.O_RDONLY | os.O_CREAT
 
 
 @dataclass
@@ -170,15 +170,22 @@ def share(fd: int, mode: int) -> None:
         pass
 
 
+def open_shared(path: Path, flags: int, mode: int) -> int:
+    """Open (creating if asked) a file of the lock dir: never through a symlink, never inherited
+    by accident, and with `mode` whatever our umask (see `share`). Every file cargo-agent
+    creates in a lock dir goes through here."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    share(fd, mode)
+    return fd
+
+
 def open_lock(path: Path, mode: int = 0o600) -> int:
     try:
-        fd = os.open(path, OPEN_FLAGS, mode)
+        return open_shared(path, LOCK_FLAGS, mode)
     except OSError as err:
         if err.errno == errno.ELOOP:
             raise UsageError(f"lock file {path} is a symlink; refusing to follow it") from None
         raise UsageError(f"cannot open lock file {path}: {err.strerror}") from None
-    share(fd, mode)
-    return fd
 
 
 def try_lock(fd: int, shared: bool = False) -> bool:
@@ -254,8 +261,7 @@ def age(since: object, now: float) -> float | None:
 
 def _write_json(path: Path, data: dict[str, object], mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    share(fd, mode)
+    fd = open_shared(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle)
     os.replace(tmp, path)
@@ -349,14 +355,12 @@ def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
             seq = 1
         path = queue / f"{seq:012d}-{os.getpid()}.ticket"
         try:
-            counter_fd = os.open(counter, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-            share(counter_fd, mode)
+            counter_fd = open_shared(counter, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
             with os.fdopen(counter_fd, "w") as handle:  # only ever written under the queue mutex
                 handle.write(f"{seq}\n")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+            fd = open_shared(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
         except OSError as err:
             raise UsageError(f"cannot use lock dir {settings.lock_dir}: {err.strerror} ({err.filename})") from None
-        share(fd, mode)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, json.dumps({**meta, "queued": time.time()}).encode())
         return Ticket(seq, fd, path)
