@@ -360,7 +360,7 @@ def run_once(spec: RunSpec, memory_guard: Callable[[], bool] | None = None) -> O
                 outcome.memory_killed = True
                 outcome.stopped = stop_all(group, spec.kill_grace, proc)
                 break
-        if not outcome.timed_out and has_children() and descendants():
+        if not outcome.timed_out and has_children():  # stop_all finds (and counts) what is left
             outcome.stopped += stop_all(None, min(spec.kill_grace, 2.0))
     finally:
         for sig, handler in previous.items():
