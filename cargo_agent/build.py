@@ -113,7 +113,7 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
     spec = supervise.RunSpec(cargo, shaped.argv, shaped.env, limit_as, config["timeout"], config["soft_timeout"],
                              config["kill_grace"], (slot.fd,) if slot.fd >= 0 else ())
     retries = 0
-    guard = _memory_guard(slot_settings, env, slot) if slot_settings.mem_kill and not slot.nested else None
+    guard = _memory_guard(slot_settings, env) if slot_settings.mem_kill and not slot.nested else None
     try:
         while True:
             outcome = supervise.run_once(spec, guard)
@@ -154,7 +154,7 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
     return outcome.exit_code
 
 
-def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str], slot: slots.Slot) -> Any:
+def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str]) -> Any:
     from cargo_agent import memory
 
     over = {"count": 0}
