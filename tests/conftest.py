@@ -90,6 +90,8 @@ def agent_env(tmp_path: Path, session_dir: Path) -> dict[str, str]:
     env["CARGO_TARGET_DIR"] = str(session_dir / "target")
     env["CARGO_AGENT_MEM_KILL"] = "off"
     env["CARGO_AGENT_KILL_GRACE"] = "2s"
+    # Subprocesses import the package of this checkout, whatever an editable install points at.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
 
 
