@@ -172,6 +172,11 @@ class CargoCommand:
         return self.global_verbose + sum(1 for o in self.parsed.options if o.name == "--verbose")
 
     @property
+    def manifest_path(self) -> str | None:
+        """The `--manifest-path` value (after alias expansion), if any."""
+        return next(iter(self.parsed.values("--manifest-path")), None)
+
+    @property
     def parsed(self) -> ParsedArgs:
         return parse_args(self.expanded_args)
 

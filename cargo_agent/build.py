@@ -3,17 +3,15 @@ env shaping, a slot, the supervised run, the report. `--dry-run` stops before th
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cargo_agent import argv as argv_model
-from cargo_agent import cargoconfig, envshape, policy, realcargo, report, slots, supervise, toolchain, workspace
+from cargo_agent import cargoconfig, envshape, passthrough, policy, report, slots, supervise, workspace
 from cargo_agent import config as settings
 from cargo_agent.errors import EXIT_USAGE
 
@@ -49,11 +47,9 @@ class Decided:
 
 def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> Decided:
     """Aliases, workspace, config and the policy decision: everything before side effects."""
-    from cargo_agent.cli import manifest_arg
-
     cargo_config = cargoconfig.load(cwd, env, command.global_configs)
     command = argv_model.expand_aliases(command, _alias_lookup(cargo_config, env))
-    location = workspace.locate(cwd, manifest_arg(command)) if command.compiles else None
+    location = workspace.locate(cwd, command.manifest_path) if command.compiles else None
     root_data = location.workspace.root_data if location else None
     config = settings.load(env, root_data, location.workspace.root_manifest if location else None)
     program = env.get(INVOKED_AS_ENV) or "cargo-agent"
@@ -63,30 +59,28 @@ def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> 
     return Decided(command, cargo_config, location, config, decision)
 
 
-def run(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], options: Any) -> int:
-    from cargo_agent.cli import exec_passthrough, start_dir
-
-    dry_run = bool(options and options.dry_run)
-    as_json = bool(options and options.json)
+def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dry_run: bool = False,
+        as_json: bool = False) -> int:
+    cwd = Path(cwd_text)
     decided = decide(command, cwd, env)
     command, cargo_config, location, config, decision = (
         decided.command, decided.cargo_config, decided.location, decided.config, decided.decision)
     if not command.compiles and not dry_run:
-        return exec_passthrough(command, cwd, env)
+        return passthrough.exec_cargo(command, cwd_text, env, passthrough.find_cargo(env, config["cargo"]))
     if not decision.allowed and not dry_run:
         raise decision.error()
-    chosen = toolchain.choose(command.toolchain, start_dir(command, str(cwd)))
-    toolchain.check(chosen, env)
     child_env = dict(env)
-    toolchain.apply(chosen, child_env)
+    chosen = passthrough.pin(command, cwd_text, child_env)
     slot_settings = slots.resolve(config, env, create=not dry_run)
     shaped = envshape.shape(command, cargo_config, config, child_env, slot_settings.count)
     if config["isolate_cargo_home"] and location is not None:
         envshape.isolate_cargo_home(shaped, location.workspace.root_manifest.parent)
     limit_as = None if _exempt_from_limit(command, config, env) else config["limit_as"]
-    cargo = realcargo.find(env, config["cargo"])
+    cargo = passthrough.find_cargo(env, config["cargo"])
     if dry_run:
-        _print_plan(command, decision, chosen, slot_settings, shaped, cargo, limit_as, config, env, as_json)
+        from cargo_agent.commands import plan
+
+        plan.show(command, decision, chosen, slot_settings, shaped, cargo, limit_as, config, env, as_json)
         return 0 if decision.allowed else EXIT_USAGE
     return _execute(command, cwd, env, config, slot_settings, shaped, cargo, limit_as)
 
@@ -154,8 +148,8 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
     return outcome.exit_code
 
 
-def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str]) -> Any:
-    from cargo_agent import memory
+def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str]) -> Callable[[], bool]:
+    from cargo_agent import host
 
     over = {"count": 0}
 
@@ -163,7 +157,7 @@ def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str]) -> Any
         """True once memory has stayed above mem_kill for 4 readings (about a second) while this
         build was the most recently admitted one. Counting only while newest means that after
         the newest build is stopped, the next one gets a second for memory to recover."""
-        if memory.read(env).used_percent <= float(slot_settings.mem_kill or 100) \
+        if host.read(env).used_percent <= float(slot_settings.mem_kill or 100) \
                 or slots.newest_holder_pid(slot_settings) != os.getpid():
             over["count"] = 0
             return False
@@ -171,53 +165,3 @@ def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str]) -> Any
         return over["count"] >= 4
 
     return check
-
-
-def _print_plan(command: argv_model.CargoCommand, decision: policy.Decision, chosen: toolchain.Toolchain,
-                slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str, limit_as: int | None,
-                config: settings.Config, env: dict[str, str], as_json: bool) -> None:
-    env_items: list[dict[str, str | None]] = [
-        {"name": c.name.split(" ", 1)[1], "before": c.before, "after": c.after, "why": c.why}
-        for c in shaped.changes if c.name.startswith("env ")]
-    env_items += [{"name": n, "before": env.get(n), "after": shaped.env.get(n), "why": "toolchain pin"}
-                  for n in ("RUSTUP_TOOLCHAIN", "RUSTUP_AUTO_INSTALL") if env.get(n) != shaped.env.get(n)]
-    arg_items = [{"before": c.before, "after": c.after, "why": c.why} for c in shaped.changes
-                 if c.name.startswith("arg ")]
-    plan = {
-        "decision": decision.as_json(),
-        "subcommand": command.resolved,
-        "aliases": command.alias_chain,
-        "compiles": command.compiles,
-        "toolchain": {"name": chosen.name, "source": chosen.source},
-        "slots": {"count": slot_settings.count, "ceiling": slot_settings.ceiling, "formula": slot_settings.formula,
-                  "lock_dir": str(slot_settings.lock_dir), "shared": slot_settings.shared,
-                  "mem_high": slot_settings.mem_high, "mem_kill": slot_settings.mem_kill,
-                  "wait_timeout": slot_settings.wait_timeout},
-        "limits": {"limit_as": limit_as, "timeout": config["timeout"], "kill_grace": config["kill_grace"],
-                   "retries": config["retries"]},
-        "env": env_items,
-        "args": arg_items,
-        "notes": shaped.notes,
-        "argv": [cargo, *shaped.argv],
-    }
-    if as_json:
-        print(json.dumps(plan, indent=2))
-        return
-    out = [f"decision:  {'allowed' if decision.allowed else 'refused (rule ' + str(decision.rule) + ')'}"]
-    if not decision.allowed:
-        out.append(f"  reason:  {decision.reason}")
-        out.append(f"  fix:     {decision.fix}")
-    out.append(f"toolchain: {chosen.name or '(rustup default)'} (from {chosen.source})")
-    out.append(f"slots:     {slot_settings.count} of {slot_settings.ceiling} in {slot_settings.lock_dir}; "
-               f"N = {slot_settings.formula}")
-    out.append(f"memory:    wait above {slot_settings.mem_high:g}%, "
-               f"kill guard {'off' if slot_settings.mem_kill is None else f'{slot_settings.mem_kill:g}%'}")
-    out.append(f"limits:    RLIMIT_AS {limit_as if limit_as else 'unlimited'}, timeout {config['timeout'] or 'none'}")
-    for item in env_items:
-        out.append(f"env:       {item['name']}={item['after']!r} (was {item['before']!r}): {item['why']}")
-    for item in arg_items:
-        out.append(f"arg:       {item['before']} -> {item['after']}: {item['why']}")
-    for note in shaped.notes:
-        out.append(f"note:      {note}")
-    out.append("argv:      " + shlex.join([cargo, *shaped.argv]))
-    print("\n".join(out))

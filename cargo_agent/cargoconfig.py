@@ -8,7 +8,6 @@ last (as cargo does). Only the keys cargo-agent needs are read by callers: `alia
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,9 @@ from cargo_agent.tomlfile import TOMLDecodeError, loads, read_toml
 
 
 def cargo_home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("CARGO_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cargo"))
+    from cargo_agent import locations
+
+    return Path(locations.cargo_home(env))
 
 
 def config_files(cwd: Path, env: Mapping[str, str]) -> list[Path]:

@@ -1,8 +1,8 @@
-"""cargo-agent's entry point.
+"""cargo-agent's entry point: `main(argv) -> int`, the one place where errors become exit codes.
 
-Order matters for speed: a command that compiles nothing is exec'd straight into cargo
-(with the toolchain pin) before click, filelock or psutil are imported. Only cargo-agent's
-own options (`--dry-run`, `--status`, ...) go through click.
+A run is one of: cargo-agent's own command (`commands/`), a command that compiles nothing
+(exec'd straight into cargo by `passthrough`, before click, filelock or psutil are imported),
+or a compiling command (`build`). Only cargo-agent's own options go through click.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from cargo_agent import argv as argv_model
-from cargo_agent import locations, realcargo, toolchain
-from cargo_agent.errors import EXIT_SIGNAL_BASE, CargoAgentError, UsageError
+from cargo_agent import passthrough
+from cargo_agent.errors import EXIT_SIGNAL_BASE, CargoAgentError
 
 # cargo-agent's own options; none of them is a cargo global option.
 OWN_FLAGS = frozenset({"--dry-run", "--json", "--status", "--doctor", "--agent-help", "--agent-version"})
@@ -56,54 +56,46 @@ def run(args: list[str], env: dict[str, str]) -> int:
         from cargo_agent import own_options
 
         options = own_options.parse(own)
-        if options.action is not None:
-            return options.action(rest, env)
+        if options.command is not None:
+            return run_own_command(options, env)
     command = argv_model.parse(rest)
     cwd = os.getcwd()
     if command.directory is not None:
         cwd = os.path.realpath(os.path.join(cwd, command.directory))
-    if options is None and not command.compiles and (command.subcommand is None
-                                                     or command.subcommand in argv_model.BUILTIN_SUBCOMMANDS
-                                                     or command.wants_help):
-        return exec_passthrough(command, cwd, env)
-    from pathlib import Path
-
+    if options is None and surely_compiles_nothing(command):
+        return passthrough.exec_cargo(command, cwd, env)
     from cargo_agent import build
 
-    return build.run(command, Path(cwd), env, options)
+    return build.run(command, cwd, env, dry_run=bool(options and options.dry_run),
+                     as_json=bool(options and options.as_json))
 
 
-def manifest_arg(command: argv_model.CargoCommand) -> str | None:
-    return next(iter(command.parsed.values("--manifest-path")), None)
+def surely_compiles_nothing(command: argv_model.CargoCommand) -> bool:
+    """True when no alias can change the verdict: a built-in subcommand (cargo never lets an
+    alias shadow one) or a help request. Anything else is decided after alias expansion."""
+    return not command.compiles and (command.subcommand is None
+                                     or command.subcommand in argv_model.BUILTIN_SUBCOMMANDS
+                                     or command.wants_help)
 
 
-def start_dir(command: argv_model.CargoCommand, cwd: str) -> str:
-    """Where the package is, for the toolchain pin: the --manifest-path dir, else the working
-    dir (after -C)."""
-    manifest = manifest_arg(command)
-    return os.path.dirname(os.path.join(cwd, manifest)) if manifest else cwd
+def run_own_command(options: object, env: dict[str, str]) -> int:
+    from cargo_agent.own_options import OwnOptions
 
+    assert isinstance(options, OwnOptions)
+    if options.command == "status":
+        from cargo_agent.commands import status
 
-def exec_passthrough(command: argv_model.CargoCommand, cwd: str | os.PathLike[str], env: dict[str, str]) -> int:
-    """Replace this process with cargo: no slot, no supervision, only the toolchain pin."""
-    chosen = toolchain.choose(command.toolchain, start_dir(command, os.fspath(cwd)))
-    toolchain.check(chosen, env)
-    toolchain.apply(chosen, env)
-    cargo = realcargo.find(env, env.get("CARGO_AGENT_CARGO") or _configured_cargo(env))
-    tokens = command.tokens[1:] if command.toolchain else command.tokens
-    sys.stdout.flush()
-    try:
-        os.execve(cargo, [cargo, *tokens], env)
-    except OSError as err:
-        raise UsageError(f"cannot run {cargo}: {err.strerror}") from None
-    return 0  # pragma: no cover - execve does not return
+        return status.run(env, options.as_json)
+    if options.command == "doctor":
+        from cargo_agent.commands import doctor
 
+        return doctor.run(env)
+    if options.command == "install-shim":
+        from cargo_agent.commands import install_shim
 
-def _configured_cargo(env: dict[str, str]) -> str | None:
-    """`cargo` from the host or user file; the config module is imported only if one exists."""
-    if not any(os.path.lexists(p) for p in (locations.host_config_path(env), locations.user_config_path(env))):
-        return None
-    from cargo_agent import config as settings
+        assert options.shim_dir is not None
+        return install_shim.run(options.shim_dir)
+    from cargo_agent import __version__
 
-    value = settings.load(env)["cargo"]
-    return value if isinstance(value, str) else None
+    print(f"cargo-agent {__version__}")
+    return 0

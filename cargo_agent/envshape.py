@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cargo_agent import rustcinfo
+from cargo_agent import locations, rustcinfo
 from cargo_agent.argv import CargoCommand, Option
 from cargo_agent.cargoconfig import CargoConfig, cargo_home, string_list
 from cargo_agent.config import Config
 from cargo_agent.errors import UsageError
+from cargo_agent.host import cores
 
 ENCODED_SEPARATOR = "\x1f"
 # rust-lld became the default linker of this target in Rust 1.90.
@@ -63,13 +64,6 @@ class Shaped:
             env["CARGO_BUILD_JOBS"] = str(jobs)
         return Shaped(env, argv, list(self.changes), list(self.notes), jobs,
                       (self.jobs_option[0], 1) if self.jobs_option else None)
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def jobs_cap(config: Config, slots: int) -> int:
@@ -352,9 +346,8 @@ def isolate_cargo_home(shaped: Shaped, workspace_root: Path) -> None:
     import shutil
 
     original = cargo_home(shaped.env)
-    base = Path(shaped.env.get("XDG_CACHE_HOME") or Path(shaped.env.get("HOME", "~")).expanduser() / ".cache")
     digest = hashlib.sha256(str(workspace_root).encode()).hexdigest()[:16]
-    home = base / "cargo-agent" / "homes" / digest
+    home = Path(locations.cache_dir(shaped.env)) / "homes" / digest
     home.mkdir(parents=True, exist_ok=True)
     for name in ("config.toml", "config", "credentials.toml", "credentials"):
         source = original / name

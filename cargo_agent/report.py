@@ -1,5 +1,5 @@
 """The run log: one JSON line per run in `<lock dir>/runs.jsonl`, size-bounded (rotated to
-`runs.jsonl.1`), and the optional one-line summary on stderr."""
+`runs.jsonl.1`), typed records read back from it, and the optional one-line summary on stderr."""
 
 from __future__ import annotations
 
@@ -7,50 +7,79 @@ import json
 import os
 from pathlib import Path
 
+from cargo_agent import lockdir
+from cargo_agent.errors import UsageError
+
 MAX_LOG_BYTES = 1 << 20
+
+
+class RunRecord:
+    """One line of the run log. Any line may be damaged or planted: a field of the wrong type
+    reads as missing, and a line that is not a JSON object is skipped."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: dict[str, object]) -> None:
+        self.data = data
+
+    def number(self, key: str) -> float | None:
+        value = self.data.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def text(self, key: str) -> str | None:
+        value = self.data.get(key)
+        return value if isinstance(value, str) else None
+
+    @property
+    def command(self) -> list[str]:
+        value = self.data.get("command")
+        return [w for w in value if isinstance(w, str)] if isinstance(value, list) else []
+
+    @property
+    def exit_code(self) -> int | None:
+        value = self.number("exit_code")
+        return int(value) if value is not None else None
 
 
 def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
     """Append one record; rotation is serialised by a kernel lock on `runs.lock`. (fcntl, not
-    filelock: this runs after every build, and importing filelock costs more than the rest.)"""
+    filelock: this runs after every build, and importing filelock costs more than the rest.)
+    The log is a convenience: a build never fails over it."""
     import fcntl
 
     log = lock_dir / "runs.jsonl"
     line = json.dumps(record, separators=(",", ":")) + "\n"
-    mode = 0o660 if shared else 0o600
-    from cargo_agent.slots import LOCK_FLAGS, open_shared
-
     try:
-        guard = open_shared(lock_dir / "runs.lock", LOCK_FLAGS, mode)
-    except OSError:
-        return  # the log is a convenience; never fail a build over it
+        guard = lockdir.open_lock(lock_dir / "runs.lock", shared)
+    except (OSError, UsageError):
+        return
     try:
         fcntl.flock(guard, fcntl.LOCK_EX)
         try:
-            if log.stat().st_size + len(line) > MAX_LOG_BYTES:
+            if os.stat(log, follow_symlinks=False).st_size + len(line) > MAX_LOG_BYTES:
                 os.replace(log, lock_dir / "runs.jsonl.1")
         except FileNotFoundError:
             pass
-        fd = open_shared(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
-        with os.fdopen(fd, "a") as handle:
-            handle.write(line)
-    except OSError:
+        lockdir.append(log, line.encode(), shared)
+    except (OSError, UsageError):
         pass
     finally:
         os.close(guard)
 
 
-def recent(lock_dir: Path, count: int = 10) -> list[dict[str, object]]:
+def recent(lock_dir: Path, count: int = 10) -> list[RunRecord]:
     try:
-        lines = (lock_dir / "runs.jsonl").read_text().splitlines()
-    except OSError:
+        text = lockdir.read_text(lock_dir / "runs.jsonl")
+    except UsageError:
         return []
     records = []
-    for line in lines[-count:]:
+    for line in (text or "").splitlines()[-count:]:
         try:
-            records.append(json.loads(line))
+            data = json.loads(line)
         except ValueError:
             continue
+        if isinstance(data, dict):
+            records.append(RunRecord(data))
     return records
 
 

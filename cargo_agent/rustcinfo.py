@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cargo_agent import locations
 from cargo_agent import toolchain as toolchains
 from cargo_agent.errors import UsageError
 
@@ -33,8 +34,7 @@ class RustcInfo:
 
 
 def cache_path(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
-    return Path(base) / "cargo-agent" / "rustc-info.json"
+    return Path(locations.cache_dir(env)) / "rustc-info.json"
 
 
 def _cache_key(rustc: str, env: Mapping[str, str], extra: str) -> str:

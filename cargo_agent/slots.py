@@ -20,11 +20,9 @@ milliseconds. A dead waiter's ticket is unlocked by the kernel and skipped.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
-import stat
 import sys
 import threading
 import time
@@ -32,16 +30,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cargo_agent import memory
+from cargo_agent import host, locations, lockdir
 from cargo_agent.config import Config
 from cargo_agent.errors import SlotWaitTimeoutError, UsageError
 
 SLOT_ENV = "CARGO_AGENT_SLOT"
 HEAD_POLL_SECONDS = 0.002
 PROGRESS_EVERY_SECONDS = 30.0
-# Read-only is enough for flock, and lets every member of a shared dir's group lock files that
-# another member created.
-LOCK_FLAGS = os.O_RDONLY | os.O_CREAT
 
 
 @dataclass
@@ -56,17 +51,9 @@ class SlotSettings:
     wait_timeout: float | None
 
 
-def default_lock_dir(env: Mapping[str, str]) -> Path:
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "cargo-agent"
-    return Path(f"/tmp/cargo-agent-{os.getuid()}")
-
-
 def auto_slots(config: Config, env: Mapping[str, str]) -> tuple[int, str]:
-    from cargo_agent.envshape import cores
-
-    total = memory.total_memory(env)
+    cores = host.cores
+    total = host.total_memory(env)
     per_build, reserve = int(config["per_build_memory"]), int(config["host_reserve"])
     by_memory = max(1, (total - reserve) // per_build)
     n = max(1, min(by_memory, cores()))
@@ -76,79 +63,32 @@ def auto_slots(config: Config, env: Mapping[str, str]) -> tuple[int, str]:
     return n, formula
 
 
-def prepare_lock_dir(path: Path, shared: bool) -> None:
-    """Create the dir 0700 if missing; refuse one that is unsafe to trust."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.mkdir(path, 0o700)
-            if shared:
-                os.chmod(path, 0o2770)  # the host config shares it: group-usable, setgid
-        except FileExistsError:
-            pass
-        except OSError as err:
-            raise UsageError(f"cannot create lock dir {path}: {err.strerror}") from None
-        info = os.lstat(path)
-    except OSError as err:
-        raise UsageError(f"cannot use lock dir {path}: {err.strerror}") from None
-    if stat.S_ISLNK(info.st_mode):
-        raise UsageError(f"lock dir {path} is a symlink; refusing to follow it",
-                         help=("point CARGO_AGENT_LOCK_DIR at a real directory",))
-    if not stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"lock dir {path} is not a directory")
-    if shared:
-        if info.st_mode & stat.S_IWOTH:
-            raise UsageError(f"shared lock dir {path} is world-writable; refusing it",
-                             help=(f"chmod o-w {path} (use a group and setgid for sharing)",))
-    else:
-        if info.st_uid != os.getuid():
-            raise UsageError(f"lock dir {path} is owned by uid {info.st_uid}, not by you (uid {os.getuid()})",
-                             help=("remove it, or set CARGO_AGENT_LOCK_DIR to a directory of your own",))
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise UsageError(f"lock dir {path} is group- or world-writable (mode {stat.S_IMODE(info.st_mode):o})",
-                             help=(f"chmod 700 {path}",))
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"lock dir {path} is not writable by you")
-
-
 def _read_ceiling(path: Path) -> int | None:
-    try:
-        text = (path / "slots").read_text().strip()
-    except FileNotFoundError:
+    text = lockdir.read_text(path / "slots")
+    if text is None:
         return None
-    except OSError as err:
-        raise UsageError(f"cannot read {path / 'slots'}: {err.strerror}") from None
+    text = text.strip()
     if not text.isdigit() or int(text) < 1:
         raise UsageError(f"invalid slot count '{text}' in {path / 'slots'}: expected a whole number >= 1")
     return int(text)
 
 
-def _write_ceiling(path: Path, n: int) -> None:
-    tmp = path / f".slots.{os.getpid()}"
-    tmp.write_text(f"{n}\n")
-    tmp.chmod(0o644)  # every wrapper on the host reads it
-    try:
-        os.link(tmp, path / "slots")  # atomic create-if-absent: the first wrapper decides N
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+def _write_ceiling(path: Path, n: int, shared: bool) -> None:
+    lockdir.write_atomic(path / "slots", f"{n}\n".encode(), shared)
 
 
 def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> SlotSettings:
     shared = config.host_lock_dir is not None
-    lock_dir = Path(config["lock_dir"]) if config["lock_dir"] else default_lock_dir(env)
+    lock_dir = Path(config["lock_dir"] or locations.default_lock_dir(env))
     if create:
-        prepare_lock_dir(lock_dir, shared)
+        lockdir.prepare(lock_dir, shared)
     if config.host_slots is not None:
         ceiling, formula = config.host_slots, f"slots = {config.host_slots} in the host config"
     else:
         ceiling, formula = auto_slots(config, env)
     stored = _read_ceiling(lock_dir) if lock_dir.is_dir() else None
     if stored is None and create:
-        _write_ceiling(lock_dir, ceiling)
+        _write_ceiling(lock_dir, ceiling, shared)
         stored = _read_ceiling(lock_dir)
     if stored is not None and stored != ceiling:
         ceiling, formula = stored, f"{stored}, from {lock_dir / 'slots'} (shared by every wrapper on the host)"
@@ -158,71 +98,58 @@ def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> Slot
                         config["mem_kill"], config["wait_timeout"])
 
 
-# ---- low-level locks -----------------------------------------------------------------
-
-def share(fd: int, mode: int) -> None:
-    """Give a file we created the mode asked for, whatever our umask: in a shared lock dir the
-    group must be able to use what any member created. Only the owner may chmod; others skip."""
-    try:
-        if os.fstat(fd).st_uid == os.getuid():
-            os.fchmod(fd, mode)
-    except OSError:
-        pass
-
-
-def open_shared(path: Path, flags: int, mode: int) -> int:
-    """Open (creating if asked) a file of the lock dir: never through a symlink, never inherited
-    by accident, and with `mode` whatever our umask (see `share`). Every file cargo-agent
-    creates in a lock dir goes through here."""
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    share(fd, mode)
-    return fd
-
-
-def open_lock(path: Path, mode: int = 0o600) -> int:
-    try:
-        return open_shared(path, LOCK_FLAGS, mode)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise UsageError(f"lock file {path} is a symlink; refusing to follow it") from None
-        raise UsageError(f"cannot open lock file {path}: {err.strerror}") from None
-
-
-def try_lock(fd: int, shared: bool = False) -> bool:
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def locked_inodes() -> dict[tuple[int, int], int]:
-    """(device, inode) -> pid for every flock held on the host, from /proc/locks (no locking)."""
-    found: dict[tuple[int, int], int] = {}
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[-4] != "->":
-            try:
-                major, minor, inode = parts[5].split(":")
-                found[(os.makedev(int(major, 16), int(minor, 16)), int(inode))] = int(parts[4])
-            except ValueError:
-                continue
-    return found
-
-
-def _is_locked(path: Path, locks: dict[tuple[int, int], int]) -> bool:
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return False
-    return (info.st_dev, info.st_ino) in locks
-
-
 # ---- holders -------------------------------------------------------------------------
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _whole(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class Holder:
+    """A slot holder's record (`slot-<k>.json`) or a waiter's ticket. Files in the lock dir may
+    hold anything: a field of the wrong type reads as missing, and a file that is not a JSON
+    object reads as empty and `malformed` (reported by --doctor, ignored everywhere else)."""
+
+    __slots__ = ("admitted", "command", "cwd", "malformed", "pid", "queued", "seq", "slot", "user")
+
+    def __init__(self, data: object = None, malformed: bool = False) -> None:
+        fields = data if isinstance(data, dict) else {}
+        self.malformed = malformed or not isinstance(data, dict)
+        self.pid = _whole(fields.get("pid"))
+        self.slot = _whole(fields.get("slot"))
+        self.seq = _whole(fields.get("seq"))
+        user, cwd, command = fields.get("user"), fields.get("cwd"), fields.get("command")
+        self.user = user if isinstance(user, str) else None
+        self.cwd = cwd if isinstance(cwd, str) else None
+        self.command = [w for w in command if isinstance(w, str)] if isinstance(command, list) else []
+        self.admitted = _number(fields.get("admitted"))
+        self.queued = _number(fields.get("queued"))
+
+    @classmethod
+    def parse(cls, text: str | None) -> Holder:
+        try:
+            return cls(json.loads(text or ""))
+        except ValueError:
+            return cls(None, malformed=True)
+
+    @classmethod
+    def read(cls, path: Path) -> Holder:
+        try:
+            return cls.parse(lockdir.read_text(path))
+        except UsageError:
+            return cls(None, malformed=True)
+
+    def as_json(self) -> dict[str, object]:
+        fields = {name: getattr(self, name) for name in self.__slots__ if name != "malformed"}
+        return {k: v for k, v in fields.items() if v is not None}
+
+    @property
+    def shown_command(self) -> str:
+        return " ".join(self.command)
+
 
 @dataclass
 class Slot:
@@ -243,28 +170,12 @@ class Slot:
         if self.nested:
             return
         if self.meta_path is not None:
-            try:
-                self.meta_path.unlink()  # before the unlock, so we never delete the next holder's file
-            except OSError:
-                pass
+            lockdir.remove(self.meta_path)  # before the unlock, so we never delete the next holder's file
         os.close(self.fd)
 
 
-def shown_command(value: object) -> str:
-    """A command recorded in holder or ticket metadata, as one line."""
-    return " ".join(str(word) for word in value) if isinstance(value, list) else ""
-
-
-def age(since: object, now: float) -> float | None:
-    return round(now - float(since), 1) if isinstance(since, (int, float)) else None
-
-
-def _write_json(path: Path, data: dict[str, object], mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = open_shared(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)
+def age(since: float | None, now: float) -> float | None:
+    return round(now - since, 1) if since is not None else None
 
 
 def holder_meta(command: list[str], cwd: Path) -> dict[str, object]:
@@ -311,11 +222,11 @@ def inherited_slot(env: Mapping[str, str], settings: SlotSettings) -> Slot | Non
         return None
     try:
         index = int(path.name[len("slot-"):-len(".lock")])
-        record = json.loads((settings.lock_dir / f"slot-{index}.json").read_text())
         on_disk = os.stat(path, follow_symlinks=False)
     except (ValueError, OSError):
         return None
-    if record.get("pid") != holder or holder not in _ancestors() or not _is_locked(path, locked_inodes()):
+    record = Holder.read(settings.lock_dir / f"slot-{index}.json")
+    if record.pid != holder or holder not in _ancestors() or not lockdir.is_locked(path, lockdir.locked_inodes()):
         return None
     try:
         opened = os.fstat(fd)
@@ -336,31 +247,17 @@ class Ticket:
 
 def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
     queue = settings.lock_dir / "queue"
-    mode = 0o660 if settings.shared else 0o600
-    try:
-        os.mkdir(queue, 0o700)
-        if settings.shared:
-            os.chmod(queue, 0o2770)  # group-writable and setgid, whatever our umask
-    except FileExistsError:
-        pass
-    except OSError as err:
-        raise UsageError(f"cannot use lock dir {settings.lock_dir}: {err.strerror}") from None
-    mutex = open_lock(settings.lock_dir / "queue.lock", mode)
+    lockdir.make_dir(queue, settings.shared)
+    mutex = lockdir.open_lock(settings.lock_dir / "queue.lock", settings.shared)
     try:
         fcntl.flock(mutex, fcntl.LOCK_EX)  # a short critical section; blocks in the kernel
         counter = settings.lock_dir / "queue.seq"
-        try:
-            seq = int(counter.read_text().strip() or 0) + 1
-        except (FileNotFoundError, ValueError):
-            seq = 1
+        text = (lockdir.read_text(counter) or "").strip()
+        seq = int(text) + 1 if text.isdigit() else 1
+        lockdir.write_atomic(counter, f"{seq}\n".encode(), settings.shared)  # only ever under the mutex
         path = queue / f"{seq:012d}-{os.getpid()}.ticket"
-        try:
-            counter_fd = open_shared(counter, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(counter_fd, "w") as handle:  # only ever written under the queue mutex
-                handle.write(f"{seq}\n")
-            fd = open_shared(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
-        except OSError as err:
-            raise UsageError(f"cannot use lock dir {settings.lock_dir}: {err.strerror} ({err.filename})") from None
+        lockdir.remove(path)  # a leftover of a dead waiter with our pid, or a plant: never reused
+        fd = lockdir.open_file(path, os.O_RDWR, lockdir.file_mode(settings.shared))
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, json.dumps({**meta, "queued": time.time()}).encode())
         return Ticket(seq, fd, path)
@@ -373,7 +270,7 @@ def _tickets(settings: SlotSettings) -> list[tuple[int, Path]]:
     found = []
     try:
         names = os.listdir(queue)
-    except FileNotFoundError:
+    except OSError:
         return []
     for name in names:
         if name.endswith(".ticket"):
@@ -389,15 +286,12 @@ def _live_predecessor(settings: SlotSettings, ticket: Ticket) -> tuple[int, int]
     ahead = [(seq, path) for seq, path in _tickets(settings) if seq < ticket.seq]
     for seq, path in reversed(ahead):
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
+            fd = lockdir.open_file(path, lockdir.READ, 0, create=False)
+        except (OSError, UsageError):
             continue
-        if try_lock(fd, shared=True):
+        if lockdir.try_lock(fd, shared=True):
             # Its owner is gone (tickets are locked before the queue mutex is released).
-            try:
-                path.unlink()
-            except OSError:
-                pass
+            lockdir.remove(path)
             os.close(fd)
             continue
         return fd, seq
@@ -405,38 +299,36 @@ def _live_predecessor(settings: SlotSettings, ticket: Ticket) -> tuple[int, int]
 
 
 def _position(settings: SlotSettings, ticket: Ticket) -> int:
-    locks = locked_inodes()
-    return 1 + sum(1 for seq, path in _tickets(settings) if seq < ticket.seq and _is_locked(path, locks))
+    locks = lockdir.locked_inodes()
+    return 1 + sum(1 for seq, path in _tickets(settings) if seq < ticket.seq and lockdir.is_locked(path, locks))
 
 
-def holders(settings: SlotSettings) -> list[dict[str, object]]:
-    """Slots that are held now, with their holders' metadata (no lock is taken)."""
-    locks = locked_inodes()
+def holders(settings: SlotSettings) -> list[Holder]:
+    """Slots that are held now, with their holders' records (no lock is taken)."""
+    locks = lockdir.locked_inodes()
     found = []
     for k in range(settings.ceiling):
         path = settings.lock_dir / f"slot-{k}.lock"
-        if not _is_locked(path, locks):
+        pid = lockdir.lock_holder(path, locks)
+        if pid is None:
             continue
-        meta: dict[str, object] = {"slot": k}
-        try:
-            meta.update(json.loads((settings.lock_dir / f"slot-{k}.json").read_text()))
-        except (OSError, ValueError):
-            meta["pid"] = locks.get((os.stat(path).st_dev, os.stat(path).st_ino))
-        found.append(meta)
+        holder = Holder.read(settings.lock_dir / f"slot-{k}.json")
+        holder.slot = k
+        if holder.pid is None:
+            holder.pid = pid
+        found.append(holder)
     return found
 
 
-def queue_entries(settings: SlotSettings) -> list[dict[str, object]]:
-    locks = locked_inodes()
+def queue_entries(settings: SlotSettings) -> list[Holder]:
+    locks = lockdir.locked_inodes()
     entries = []
     for seq, path in _tickets(settings):
-        if not _is_locked(path, locks):
+        if not lockdir.is_locked(path, locks):
             continue
-        try:
-            meta = json.loads(path.read_text() or "{}")
-        except (OSError, ValueError):
-            meta = {}
-        entries.append({"seq": seq, **meta})
+        entry = Holder.read(path)
+        entry.seq = seq
+        entries.append(entry)
     return entries
 
 
@@ -459,8 +351,7 @@ class _Progress:
         held = holders(self.settings)
         busy = f"{len(held)}/{self.settings.count} slots busy"
         now = time.time()
-        who = "; ".join(f"pid {h.get('pid')} {shown_command(h.get('command'))[:40]} "
-                        f"({age(h.get('admitted'), now)}s)" for h in held[:3])
+        who = "; ".join(f"pid {h.pid} {h.shown_command[:40]} ({age(h.admitted, now)}s)" for h in held[:3])
         line = (f"cargo-agent: waiting for a build slot: {busy}, position {_position(self.settings, ticket)} "
                 f"in queue, {int(elapsed)}s" + (f"; {reason}" if reason else "") + (f"; held by {who}" if who else ""))
         if self.tty:
@@ -493,7 +384,6 @@ def _wait_on(fd: int, timeout: float | None) -> bool:
 def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[str, str]) -> Slot:
     """Wait in FIFO order for a slot (and for memory below mem_high); raise on wait timeout."""
     meta = holder_meta(command, cwd)
-    mode = 0o660 if settings.shared else 0o600
     progress = _Progress(settings)
     deadline = progress.started + settings.wait_timeout if settings.wait_timeout else None
     queued_at = time.time()
@@ -510,19 +400,21 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
                     progress.update(ticket)
             finally:
                 os.close(fd)
-        fds = {k: open_lock(settings.lock_dir / f"slot-{k}.lock", mode) for k in range(settings.count)}
+        fds = {k: lockdir.open_lock(settings.lock_dir / f"slot-{k}.lock", settings.shared)
+               for k in range(settings.count)}
         try:
             while True:  # the head polls the slots
-                reading = memory.read(env)
+                reading = host.read(env)
                 reason = None
                 if reading.used_percent > settings.mem_high:
                     reason = (f"memory at {reading.used_percent:.0f}% is above mem_high "
                               f"{settings.mem_high:g}% ({reading.source})")
                 else:
                     for k, fd in fds.items():
-                        if try_lock(fd):
+                        if lockdir.try_lock(fd):
                             meta_path = settings.lock_dir / f"slot-{k}.json"
-                            _write_json(meta_path, {**meta, "slot": k, "admitted": time.time()}, mode)
+                            record = {**meta, "slot": k, "admitted": time.time()}
+                            lockdir.write_atomic(meta_path, json.dumps(record).encode(), settings.shared)
                             slot = Slot(k, fd, settings.lock_dir / f"slot-{k}.lock", settings,
                                         waited=time.monotonic() - progress.started, meta_path=meta_path,
                                         queued_at=queued_at, admitted_at=time.time())
@@ -536,10 +428,7 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
                 os.close(fd)
     finally:
         progress.done()
-        try:
-            ticket.path.unlink()
-        except OSError:
-            pass
+        lockdir.remove(ticket.path)
         os.close(ticket.fd)
 
 
@@ -556,9 +445,7 @@ def _check_deadline(deadline: float | None, settings: SlotSettings, ticket: Tick
 
 
 def newest_holder_pid(settings: SlotSettings) -> int | None:
-    held = [h for h in holders(settings) if isinstance(h.get("admitted"), (int, float))]
+    held = [h for h in holders(settings) if h.admitted is not None]
     if not held:
         return None
-    newest = max(held, key=lambda h: float(h["admitted"]))  # type: ignore[arg-type]
-    pid = newest.get("pid")
-    return pid if isinstance(pid, int) else None
+    return max(held, key=lambda h: h.admitted or 0.0).pid

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 
 from cargo_agent.errors import UsageError
+from cargo_agent.locations import rustup_home
 
 FILE_NAMES = ("rust-toolchain", "rust-toolchain.toml")  # legacy name first: it wins in one dir
 # On the fast path: plain os.path and a plain class, no pathlib/dataclasses/platform imports.
@@ -125,10 +126,6 @@ def choose(override: str | None, start: str | os.PathLike[str]) -> Toolchain:
     if path is not None:
         return Toolchain(parse_file(path), str(path), path)
     return Toolchain(None, "rustup's default")
-
-
-def rustup_home(env: Mapping[str, str]) -> str:
-    return env.get("RUSTUP_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".rustup")
 
 
 def which(program: str, env: Mapping[str, str]) -> str | None:

@@ -20,7 +20,7 @@ def test_every_setting_env_var_is_documented() -> None:
     assert all(f"`{s.env}`" in text for s in SETTINGS)
 
 
-ERROR_TYPES = {"UsageError", "ConfigError", "RefusedError", "CargoNotFoundError", "SlotWaitTimeoutError",
+ERROR_TYPES = {"UsageError", "ConfigError", "LockDirError", "RefusedError", "CargoNotFoundError", "SlotWaitTimeoutError",
                "CargoAgentError"}
 
 
@@ -41,7 +41,7 @@ def _messages() -> list[str]:
     import ast
 
     found = []
-    for path in sorted(docs.DOCS.parent.joinpath("cargo_agent").glob("*.py")):
+    for path in sorted(docs.DOCS.parent.joinpath("cargo_agent").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ERROR_TYPES:
                 text = _template(node.args[0]) if node.args else None

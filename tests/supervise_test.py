@@ -59,13 +59,13 @@ def test_sigint_during_real_cargo_test_is_130_with_no_survivors_and_slot_free(
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 130
     wait_for(lambda: not any(alive(pid) for pid in tree), 5)
-    from cargo_agent import slots
+    from cargo_agent import lockdir
 
     lock_dir = Path(agent_env["CARGO_AGENT_LOCK_DIR"])
     for lock in lock_dir.glob("slot-*.lock"):
         fd = os.open(lock, os.O_RDWR)
         try:
-            assert slots.try_lock(fd), f"{lock} is still held"
+            assert lockdir.try_lock(fd), f"{lock} is still held"
         finally:
             os.close(fd)
 

@@ -1,6 +1,7 @@
-"""Memory readings for admission and the kill guard, from one place.
+"""Facts about the host, from one place: the cores this process may use, and memory readings
+for admission, auto slots and the kill guard.
 
-cgroup v2 (`memory.max` / `memory.current` of our own cgroup) when it has a limit, else
+Memory: cgroup v2 (`memory.max` / `memory.current` of our own cgroup) when it has a limit, else
 `/proc/meminfo` (MemTotal, MemAvailable). `CARGO_AGENT_MEMORY_SOURCE` names a file holding a
 used percentage instead: the hook tests use to simulate a host under pressure.
 """
@@ -14,6 +15,16 @@ from pathlib import Path
 from cargo_agent.errors import UsageError
 
 SOURCE_ENV = "CARGO_AGENT_MEMORY_SOURCE"
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity), else the online count."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

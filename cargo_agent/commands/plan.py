@@ -1,0 +1,60 @@
+"""The `--dry-run` view: what cargo-agent would do with a command, without doing it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from cargo_agent import argv as argv_model
+from cargo_agent import config as settings
+from cargo_agent import envshape, policy, slots, toolchain
+
+
+def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: toolchain.Toolchain,
+                slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str, limit_as: int | None,
+                config: settings.Config, env: dict[str, str], as_json: bool) -> None:
+    env_items: list[dict[str, str | None]] = [
+        {"name": c.name.split(" ", 1)[1], "before": c.before, "after": c.after, "why": c.why}
+        for c in shaped.changes if c.name.startswith("env ")]
+    env_items += [{"name": n, "before": env.get(n), "after": shaped.env.get(n), "why": "toolchain pin"}
+                  for n in ("RUSTUP_TOOLCHAIN", "RUSTUP_AUTO_INSTALL") if env.get(n) != shaped.env.get(n)]
+    arg_items = [{"before": c.before, "after": c.after, "why": c.why} for c in shaped.changes
+                 if c.name.startswith("arg ")]
+    plan = {
+        "decision": decision.as_json(),
+        "subcommand": command.resolved,
+        "aliases": command.alias_chain,
+        "compiles": command.compiles,
+        "toolchain": {"name": chosen.name, "source": chosen.source},
+        "slots": {"count": slot_settings.count, "ceiling": slot_settings.ceiling, "formula": slot_settings.formula,
+                  "lock_dir": str(slot_settings.lock_dir), "shared": slot_settings.shared,
+                  "mem_high": slot_settings.mem_high, "mem_kill": slot_settings.mem_kill,
+                  "wait_timeout": slot_settings.wait_timeout},
+        "limits": {"limit_as": limit_as, "timeout": config["timeout"], "kill_grace": config["kill_grace"],
+                   "retries": config["retries"]},
+        "env": env_items,
+        "args": arg_items,
+        "notes": shaped.notes,
+        "argv": [cargo, *shaped.argv],
+    }
+    if as_json:
+        print(json.dumps(plan, indent=2))
+        return
+    out = [f"decision:  {'allowed' if decision.allowed else 'refused (rule ' + str(decision.rule) + ')'}"]
+    if not decision.allowed:
+        out.append(f"  reason:  {decision.reason}")
+        out.append(f"  fix:     {decision.fix}")
+    out.append(f"toolchain: {chosen.name or '(rustup default)'} (from {chosen.source})")
+    out.append(f"slots:     {slot_settings.count} of {slot_settings.ceiling} in {slot_settings.lock_dir}; "
+               f"N = {slot_settings.formula}")
+    out.append(f"memory:    wait above {slot_settings.mem_high:g}%, "
+               f"kill guard {'off' if slot_settings.mem_kill is None else f'{slot_settings.mem_kill:g}%'}")
+    out.append(f"limits:    RLIMIT_AS {limit_as if limit_as else 'unlimited'}, timeout {config['timeout'] or 'none'}")
+    for item in env_items:
+        out.append(f"env:       {item['name']}={item['after']!r} (was {item['before']!r}): {item['why']}")
+    for item in arg_items:
+        out.append(f"arg:       {item['before']} -> {item['after']}: {item['why']}")
+    for note in shaped.notes:
+        out.append(f"note:      {note}")
+    out.append("argv:      " + shlex.join([cargo, *shaped.argv]))
+    print("\n".join(out))

@@ -1,0 +1,60 @@
+"""`cargo-agent --status`: slots, holders, the queue, memory and recent runs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from cargo_agent import config, host, report, slots
+
+
+def run(env: dict[str, str], as_json: bool) -> int:
+    import psutil
+
+    settings = slots.resolve(config.load(env), env, create=False)
+    now = time.time()
+    held = []
+    for holder in slots.holders(settings):
+        rss = 0
+        alive = False
+        if holder.pid is not None:
+            try:
+                process = psutil.Process(holder.pid)
+                alive = True
+                rss = sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+            except psutil.Error:
+                pass
+        held.append({**holder.as_json(), "age_seconds": slots.age(holder.admitted, now), "rss": rss,
+                     "wrapper_alive": alive})
+    queue = [{**q.as_json(), "waiting_seconds": slots.age(q.queued, now)} for q in slots.queue_entries(settings)]
+    reading = host.read(env)
+    recent = report.recent(settings.lock_dir, 5)
+    data = {
+        "slots": settings.ceiling, "usable": settings.count, "lock_dir": str(settings.lock_dir),
+        "formula": settings.formula, "holders": held, "queue": queue,
+        "memory": {"used_percent": round(reading.used_percent, 1), "source": reading.source,
+                   "mem_high": settings.mem_high, "mem_kill": settings.mem_kill},
+        "recent": [record.data for record in recent],
+    }
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"slots: {len(held)}/{settings.ceiling} busy (lock dir {settings.lock_dir})")
+    for h in held:
+        state = "" if h["wrapper_alive"] else " [wrapper gone; build still holds the slot]"
+        command = " ".join(h.get("command", []))  # type: ignore[arg-type]
+        print(f"  slot {h.get('slot')}: pid {h.get('pid')} {h.get('user', '?')} `{command}`"
+              f" in {h.get('cwd', '?')}, {h['age_seconds']}s, RSS {int(str(h['rss'])) >> 20} MiB{state}")
+    print(f"queue: {len(queue)} waiting")
+    for position, q in enumerate(queue, start=1):
+        command = " ".join(q.get("command", []))  # type: ignore[arg-type]
+        print(f"  {position}. pid {q.get('pid')} `{command}` waiting {q['waiting_seconds']}s")
+    mem_kill = "off" if settings.mem_kill is None else f"{settings.mem_kill:g}%"
+    print(f"memory: {reading.used_percent:.0f}% used ({reading.source}); "
+          f"mem_high {settings.mem_high:g}%, mem_kill {mem_kill}")
+    if recent:
+        print("recent runs:")
+        for record in recent:
+            print(f"  exit {record.data.get('exit_code')} in {record.data.get('wall_seconds')}s "
+                  f"(waited {record.data.get('slot_wait_seconds')}s): {' '.join(record.command)}")
+    return 0
