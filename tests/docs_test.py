@@ -20,8 +20,8 @@ def test_every_setting_env_var_is_documented() -> None:
     assert all(f"`{s.env}`" in text for s in SETTINGS)
 
 
-ERROR_TYPES = {"UsageError", "ConfigError", "LockDirError", "RefusedError", "CargoNotFoundError", "SlotWaitTimeoutError",
-               "CargoAgentError"}
+ERROR_TYPES = {"UsageError", "ConfigError", "LockDirError", "RefusedError", "CargoNotFoundError",
+               "SlotWaitTimeoutError", "CargoAgentError"}
 
 
 def _template(node: object) -> str | None:
