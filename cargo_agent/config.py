@@ -174,18 +174,16 @@ class Setting:
     accepts: str  # what the error message says is accepted
     default: object  # the parsed default; "auto" settings are resolved later
     meaning: str
-    host_resource: bool = False
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("slots", "CARGO_AGENT_SLOTS", parse_auto_or_positive_int, "a whole number >= 1 or 'auto'",
             None, "Build slots on the host: how many compiling commands run at once. `auto` derives it "
-            "from memory and cores (see docs/operator-guide.md). Lower-trust layers may only lower it.",
-            host_resource=True),
+            "from memory and cores (see docs/operator-guide.md). Lower-trust layers may only lower it."),
     Setting("lock_dir", "CARGO_AGENT_LOCK_DIR", parse_path, "a directory path",
             None, "Where slot locks, the queue and the run log live. Default "
             "`$XDG_RUNTIME_DIR/cargo-agent` or `/tmp/cargo-agent-<uid>`. Set in the host file, "
-            "it cannot be changed by lower-trust layers.", host_resource=True),
+            "it cannot be changed by lower-trust layers."),
     Setting("wait_timeout", "CARGO_AGENT_WAIT_TIMEOUT", parse_duration,
             "a duration like 90s, 30m, 1h, plain seconds, or 'none'",
             None, "Give up waiting for a slot after this long (exit 75)."),
@@ -329,7 +327,7 @@ def repo_layer(manifest: Mapping[str, Any] | None, manifest_path: Path | None) -
 def merge(layers_high_to_low: list[Layer]) -> Config:
     """Apply precedence. Host resources are kept apart: `host_slots`/`host_lock_dir` hold what
     the host file says, and `values["slots"]` the lowest count any other layer asks for;
-    `slots.effective_slot_count` combines them (a request may lower the ceiling, never raise it)."""
+    `slots.resolve` combines them (a request may lower the ceiling, never raise it)."""
     values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
     origins: dict[str, str] = {s.key: "default" for s in SETTINGS}
     for layer in reversed(layers_high_to_low):

@@ -8,7 +8,6 @@ package and turned into a one-line `error:` message plus exit code in exactly on
 from __future__ import annotations
 
 # One table, rendered into docs/exit-codes.md by tests/docs_test.py.
-EXIT_OK = 0
 EXIT_USAGE = 2  # refused by policy, or bad input (option, env var, config, file)
 EXIT_SLOT_WAIT_TIMEOUT = 75  # EX_TEMPFAIL: gave up waiting for a build slot
 EXIT_TIMEOUT = 124  # like timeout(1)
