@@ -3,8 +3,9 @@
 `cargo [+toolchain] [global options] <subcommand> [args] [-- trailing]` is split into its
 parts without reordering or dropping anything: `CargoCommand.tokens` is always the argv as
 given, and every edit cargo-agent makes later is an explicit, reported change.
-Aliases (built-in and user `[alias]`, `CARGO_ALIAS_<NAME>`) are expanded into
-`CargoCommand.expanded` for the policy; cargo still receives the alias itself.
+Aliases (user `[alias]` and `CARGO_ALIAS_<NAME>` first, then the built-in `b c d t r rm`, as
+cargo does) are expanded into `CargoCommand.expanded` for the policy; cargo still receives the
+alias itself. Option parsing stops at the first `--`, also when an alias's expansion holds it.
 
 This module is on the fast path (every `cargo-agent version` imports it), so it uses plain
 classes instead of dataclasses and imports nothing beyond `collections.abc`.
@@ -76,11 +77,12 @@ _SHORT_TO_LONG = {"p": "--package", "F": "--features", "j": "--jobs", "C": "-C",
 
 
 class ParsedArgs:
-    __slots__ = ("options", "positionals")
+    __slots__ = ("end", "options", "positionals")
 
-    def __init__(self, options: tuple[Option, ...], positionals: tuple[str, ...]) -> None:
+    def __init__(self, options: tuple[Option, ...], positionals: tuple[str, ...], end: int) -> None:
         self.options = options
         self.positionals = positionals
+        self.end = end  # index of the `--` that ended option parsing, or len(args)
 
     def has(self, *names: str) -> bool:
         return any(option.name in names for option in self.options)
@@ -90,12 +92,15 @@ class ParsedArgs:
 
 
 def parse_args(args: Sequence[str]) -> ParsedArgs:
-    """Parse subcommand args (everything before `--`) into options and positionals."""
+    """Parse subcommand args into options and positionals, up to the first `--`: what follows
+    it goes to the program cargo runs (test binaries, the bin), as clap does."""
     options: list[Option] = []
     positionals: list[str] = []
     i = 0
     while i < len(args):
         token = args[i]
+        if token == "--":
+            break
         if token.startswith("--") and len(token) > 2:
             name, eq, value = token.partition("=")
             if eq:
@@ -123,7 +128,15 @@ def parse_args(args: Sequence[str]) -> ParsedArgs:
         else:
             positionals.append(token)
         i += 1
-    return ParsedArgs(tuple(options), tuple(positionals))
+    return ParsedArgs(tuple(options), tuple(positionals), i)
+
+
+# External subcommands whose first positional says what they do: the policy judges
+# `nextest run` or `miri test`, not `nextest` or `miri`.
+_SECOND_WORDS = {
+    "nextest": {"run": "run", "r": "run", "list": "list", "archive": "archive"},
+    "miri": {"test": "test", "t": "test", "run": "run", "r": "run", "nextest": "nextest"},
+}
 
 
 class CargoCommand:
@@ -133,25 +146,27 @@ class CargoCommand:
         self.directory: str | None = None  # -C DIR
         self.global_configs: list[str] = []  # --config values before the subcommand
         self.global_unstable: list[str] = []  # -Z values before the subcommand
-        self.global_verbose = 0
         self.top_level: str | None = None  # --version / --list / --explain / --help before the subcommand
         self.subcommand: str | None = None  # as typed (may be an alias)
         self.subcommand_index: int | None = None  # index in tokens
         self.args: list[str] = []  # subcommand args before `--`
         self.trailing: list[str] | None = None  # after `--`
-        self.expanded: list[str] = []  # [subcommand, *args] with aliases expanded
+        self.expanded: list[str] = []  # [subcommand, *args] with aliases expanded (may hold a `--`)
         self.alias_chain: list[str] = []
+        self.alias_globals: list[str] = []  # global options that alias expansions put before their subcommand
 
     @property
     def resolved(self) -> str | None:
-        """The real subcommand after alias expansion (`nextest run` for nextest)."""
+        """The real subcommand after alias expansion (`nextest run`, `miri test` for those two)."""
         if not self.expanded:
             return None
         head = self.expanded[0]
-        if head == "nextest":
+        words = _SECOND_WORDS.get(head)
+        if words is not None:
             rest = parse_args(self.expanded[1:]).positionals
-            if rest and rest[0] in ("run", "r"):
-                return "nextest run"
+            second = words.get(rest[0]) if rest else None
+            if second is not None:
+                return f"{head} {second}"
         return head
 
     @property
@@ -160,25 +175,24 @@ class CargoCommand:
 
     @property
     def configs(self) -> list[str]:
-        """`--config` values, before and after the subcommand (cargo's are global options)."""
-        return [*self.global_configs, *self.parsed.values("--config")]
+        """`--config` values, before and after the subcommand (cargo's are global options),
+        including those an alias expansion holds."""
+        from_aliases = _globals(self.alias_globals).global_configs if self.alias_globals else []
+        return [*self.global_configs, *from_aliases, *self.parsed.values("--config")]
 
     @property
     def unstable(self) -> list[str]:
-        return [*self.global_unstable, *self.parsed.values("-Z")]
-
-    @property
-    def verbose(self) -> int:
-        return self.global_verbose + sum(1 for o in self.parsed.options if o.name == "--verbose")
-
-    @property
-    def manifest_path(self) -> str | None:
-        """The `--manifest-path` value (after alias expansion), if any."""
-        return next(iter(self.parsed.values("--manifest-path")), None)
+        from_aliases = _globals(self.alias_globals).global_unstable if self.alias_globals else []
+        return [*self.global_unstable, *from_aliases, *self.parsed.values("-Z")]
 
     @property
     def parsed(self) -> ParsedArgs:
         return parse_args(self.expanded_args)
+
+    @property
+    def manifest_path(self) -> str | None:
+        """The `--manifest-path` value after alias expansion and before any `--`, or None."""
+        return next(iter(self.parsed.values("--manifest-path")), None)
 
     @property
     def wants_help(self) -> bool:
@@ -203,6 +217,49 @@ def _split_value(token: str, i: int, tokens: Sequence[str], name: str) -> tuple[
     return tokens[i + 1], i + 1
 
 
+def _parse_globals(command: CargoCommand, tokens: list[str], i: int) -> int:
+    """Read cargo's global options from tokens[i:] into `command`; the index where they stop
+    (the subcommand, a `--`, or the end)."""
+    while i < len(tokens):
+        token = tokens[i]
+        long_name = token.split("=", 1)[0]
+        if token == "--":
+            return i
+        if long_name in _GLOBAL_VALUE_LONG:
+            value, i = _split_value(token, i, tokens, long_name)
+            if long_name == "--config":
+                command.global_configs.append(value)
+            elif long_name == "--explain":
+                command.top_level = "--explain"
+        elif token in _GLOBAL_FLAGS_LONG:
+            if token in ("--version", "--list", "--help"):
+                command.top_level = command.top_level or token
+        elif token.startswith("-") and not token.startswith("--") and len(token) > 1:
+            for pos, letter in enumerate(token[1:], start=1):
+                if letter in _GLOBAL_VALUE_SHORT:
+                    value, i = _split_value("-" + letter + token[pos + 1:], i, tokens, f"-{letter}")
+                    if letter == "C":
+                        command.directory = value
+                    else:
+                        command.global_unstable.append(value)
+                    break
+                if letter == "V":
+                    command.top_level = command.top_level or "--version"
+                elif letter == "h":
+                    command.top_level = command.top_level or "--help"
+        elif not token.startswith("--"):
+            return i
+        # else: an unknown global option: cargo will judge it; we pass it through untouched
+        i += 1
+    return i
+
+
+def _globals(tokens: list[str]) -> CargoCommand:
+    scratch = CargoCommand(list(tokens))
+    _parse_globals(scratch, scratch.tokens, 0)
+    return scratch
+
+
 def parse(tokens: Sequence[str]) -> CargoCommand:
     """Split a cargo command line; raises UsageError only for a malformed line."""
     tokens = list(tokens)
@@ -214,51 +271,18 @@ def parse(tokens: Sequence[str]) -> CargoCommand:
             raise UsageError(f"invalid toolchain name '{tokens[0]}'",
                              help=("write `+stable`, `+nightly`, `+1.92.0` or another installed toolchain",))
         i = 1
-    while i < len(tokens):
-        token = tokens[i]
-        long_name = token.split("=", 1)[0]
-        if token == "--":
-            command.trailing = tokens[i + 1:]
-            break
-        if long_name in _GLOBAL_VALUE_LONG:
-            value, i = _split_value(token, i, tokens, long_name)
-            if long_name == "--config":
-                command.global_configs.append(value)
-            elif long_name == "--explain":
-                command.top_level = "--explain"
-        elif token in _GLOBAL_FLAGS_LONG:
-            if token == "--verbose":
-                command.global_verbose += 1
-            elif token in ("--version", "--list", "--help"):
-                command.top_level = command.top_level or token
-        elif token.startswith("-") and not token.startswith("--") and len(token) > 1:
-            for pos, letter in enumerate(token[1:], start=1):
-                if letter in _GLOBAL_VALUE_SHORT:
-                    value, i = _split_value("-" + letter + token[pos + 1:], i, tokens, f"-{letter}")
-                    if letter == "C":
-                        command.directory = value
-                    else:
-                        command.global_unstable.append(value)
-                    break
-                if letter == "v":
-                    command.global_verbose += 1
-                elif letter == "V":
-                    command.top_level = command.top_level or "--version"
-                elif letter == "h":
-                    command.top_level = command.top_level or "--help"
-        elif token.startswith("--"):
-            pass  # unknown global option: cargo will judge it; we pass it through untouched
+    i = _parse_globals(command, tokens, i)
+    if i < len(tokens) and tokens[i] == "--":
+        command.trailing = tokens[i + 1:]
+    elif i < len(tokens):
+        command.subcommand = tokens[i]
+        command.subcommand_index = i
+        rest = tokens[i + 1:]
+        if "--" in rest:
+            cut = rest.index("--")
+            command.args, command.trailing = rest[:cut], rest[cut + 1:]
         else:
-            command.subcommand = token
-            command.subcommand_index = i
-            rest = tokens[i + 1:]
-            if "--" in rest:
-                cut = rest.index("--")
-                command.args, command.trailing = rest[:cut], rest[cut + 1:]
-            else:
-                command.args = rest
-            break
-        i += 1
+            command.args = rest
     command.expanded = [command.subcommand, *command.args] if command.subcommand else []
     return command
 
@@ -269,29 +293,38 @@ _MAX_ALIAS_DEPTH = 32
 
 
 def expand_aliases(command: CargoCommand, lookup: AliasLookup) -> CargoCommand:
-    """Expand built-in and user aliases of the subcommand, as cargo does, with a loop guard."""
+    """Expand aliases of the subcommand as cargo does: a user alias (`lookup`) first, so a user
+    `t` or `c` shadows the built-in one, then the built-in aliases; cargo's own subcommands are
+    never aliased. Global options at the head of an expansion are set aside in `alias_globals`,
+    and a `--` in an expansion ends option parsing for everything after it."""
     if command.subcommand is None:
         return command
     expanded = [command.subcommand, *command.args]
     chain: list[str] = []
+    alias_globals: list[str] = []
     while True:
         head = expanded[0]
-        if head in BUILTIN_ALIASES:
-            expanded = [BUILTIN_ALIASES[head], *expanded[1:]]
-            chain.append(head)
-            continue
         if head in BUILTIN_SUBCOMMANDS:
             break
         replacement = lookup(head)
         if replacement is None:
-            break
+            builtin = BUILTIN_ALIASES.get(head)
+            if builtin is None:
+                break
+            replacement = [builtin]
         if head in chain or len(chain) >= _MAX_ALIAS_DEPTH:
             raise UsageError(f"alias {command.subcommand} has unresolvable recursive definition: "
                              + " -> ".join([*chain, head]))
         if not replacement:
             raise UsageError(f"alias {head} expands to nothing")
         chain.append(head)
-        expanded = [*replacement, *expanded[1:]]
+        at = _parse_globals(CargoCommand(list(replacement)), list(replacement), 0)
+        alias_globals += replacement[:at]
+        if at >= len(replacement) or replacement[at] == "--":
+            expanded = []  # only global options: cargo asks for a subcommand
+            break
+        expanded = [*replacement[at:], *expanded[1:]]
     command.expanded = expanded
     command.alias_chain = chain
+    command.alias_globals = alias_globals
     return command
