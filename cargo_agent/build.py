@@ -19,21 +19,7 @@ INVOKED_AS_ENV = "CARGO_AGENT_INVOKED_AS"  # set by the shim: refusal hints then
 
 
 def _alias_lookup(cargo_config: cargoconfig.CargoConfig, env: dict[str, str]) -> argv_model.AliasLookup:
-    def lookup(name: str) -> list[str] | None:
-        from_env = env.get("CARGO_ALIAS_" + name.upper().replace("-", "_"))
-        if from_env is not None:
-            return from_env.split()
-        aliases = cargo_config.get("alias")
-        if isinstance(aliases, dict) and name in aliases:
-            value = cargoconfig.string_list(aliases[name])
-            if value is None:
-                from cargo_agent.errors import UsageError
-
-                raise UsageError(f"alias.{name} in cargo config is neither a string nor a list of strings")
-            return value
-        return None
-
-    return lookup
+    return lambda name: cargo_config.alias(name, env)
 
 
 @dataclass
@@ -88,7 +74,8 @@ def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dr
 def _exempt_from_limit(command: argv_model.CargoCommand, config: settings.Config, env: dict[str, str]) -> bool:
     """Workloads that reserve huge address space by design run without RLIMIT_AS."""
     exempt = set(config["limit_as_exempt"])
-    if (command.resolved or "") in exempt:
+    resolved = command.resolved or ""
+    if resolved in exempt or resolved.split(" ", 1)[0] in exempt:  # `miri` covers `miri test`
         return True
     sanitizer = any(u.startswith("sanitizer") for u in command.unstable) or any(
         "sanitizer=" in (env.get(v) or "") for v in ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"))
