@@ -230,8 +230,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Give each checkout its own CARGO_HOME (seeded with your config and credentials)."),
     Setting("scoped_subcommands", "CARGO_AGENT_SCOPED_SUBCOMMANDS", parse_subcommand_list,
             "a comma-separated list of subcommands, e.g. test, bench, nextest run, build",
-            ("test", "bench", "nextest run"),
-            "Subcommands that must select one package (rule unscoped-test)."),
+            ("test", "bench", "nextest run", "nextest list", "nextest archive", "miri test"),
+            "Subcommands that build test targets: their package selection may hold at most "
+            "`max_packages` packages (rule unscoped-test)."),
+    Setting("max_packages", "CARGO_AGENT_MAX_PACKAGES", parse_positive_int, "a whole number >= 1", 1,
+            "The most packages a scoped subcommand may select (`-p` globs, repeated `-p`, `--workspace`, "
+            "`default-members` all count) before rule unscoped-test refuses it."),
     Setting("allow_unscoped", "CARGO_AGENT_ALLOW_UNSCOPED", parse_bool, "1/0, true/false, yes/no, on/off",
             False, "Turn off rule unscoped-test."),
     Setting("allow_all_targets", "CARGO_AGENT_ALLOW_ALL_TARGETS", parse_bool,

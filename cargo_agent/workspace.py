@@ -40,14 +40,6 @@ class Workspace:
     default_members: list[Package] | None = None
 
     @property
-    def virtual(self) -> bool:
-        return "package" not in self.root_data
-
-    @property
-    def root_package(self) -> Package | None:
-        return next((p for p in self.members if p.manifest == self.root_manifest), None)
-
-    @property
     def member_names(self) -> list[str]:
         return [p.name for p in self.members]
 
@@ -56,7 +48,6 @@ class Workspace:
 class Location:
     manifest: Path  # the manifest cargo starts from
     workspace: Workspace
-    explicit_manifest: bool  # came from --manifest-path
 
     @property
     def package(self) -> Package | None:
@@ -171,7 +162,7 @@ def locate(cwd: Path, manifest_path: str | None) -> Location | None:
         manifest = found
     data = _read_manifest(manifest)
     if "workspace" in data:
-        return Location(manifest, load_workspace(manifest, data), manifest_path is not None)
+        return Location(manifest, load_workspace(manifest, data))
     pointer = data.get("package", {}).get("workspace")
     candidates: list[Path] = []
     if isinstance(pointer, str):
@@ -184,21 +175,43 @@ def locate(cwd: Path, manifest_path: str | None) -> Location | None:
             continue
         workspace = load_workspace(candidate, root_data)
         if _is_member(workspace, manifest):
-            return Location(manifest, workspace, manifest_path is not None)
+            return Location(manifest, workspace)
         break  # the nearest workspace does not claim it: a package of its own
     standalone = Workspace(manifest, data, [Package(_package_name(manifest, data), manifest)])
-    return Location(manifest, standalone, manifest_path is not None)
+    return Location(manifest, standalone)
+
+
+def is_glob(spec: str) -> bool:
+    """cargo reads a `-p`/`--exclude` value as a glob pattern when it holds any of `*?[]`."""
+    return any(c in spec for c in "*?[]")
+
+
+def spec_name(spec: str) -> str:
+    """The package name in a package ID spec: `name`, `name@1.2`, `name:1.2`, or a URL form
+    (`path+file:///x/name#1.2`, `https://host/index#name@1.2`)."""
+    url, hash_mark, fragment = spec.partition("#")
+    if "://" in url:
+        if hash_mark and fragment and not fragment[0].isdigit():
+            return _cut_version(fragment)
+        return url.rstrip("/").rsplit("/", 1)[-1]
+    return _cut_version(spec)
+
+
+def _cut_version(text: str) -> str:
+    for mark in ("@", ":"):
+        text = text.split(mark, 1)[0]
+    return text
 
 
 def match_packages(workspace: Workspace, specs: list[str]) -> list[str]:
-    """Member names a list of `-p` specs selects (globs supported, `name@version` too)."""
+    """Package names a list of `-p` specs selects, as cargo does: a glob matches workspace
+    members only; any other spec names one package (a member or a dependency)."""
     names: list[str] = []
     for spec in specs:
-        name = spec.split("@", 1)[0]
-        if glob.has_magic(name):
-            names += [n for n in workspace.member_names if fnmatch.fnmatchcase(n, name) and n not in names]
-        elif name not in names:
-            names.append(name)
+        if is_glob(spec):
+            names += [n for n in workspace.member_names if fnmatch.fnmatchcase(n, spec) and n not in names]
+        elif spec_name(spec) not in names:
+            names.append(spec_name(spec))
     return names
 
 
@@ -206,15 +219,20 @@ def match_packages(workspace: Workspace, specs: list[str]) -> list[str]:
 class Selection:
     packages: list[str]
     how: str  # why this is the selection, for messages
+    open: bool = False  # may hold more packages than `packages` (a workspace nobody could read)
 
 
 def selection(location: Location, packages: list[str], workspace_flag: bool,
               excludes: list[str]) -> Selection:
-    """Which packages a command selects, following cargo's rules for package selection."""
+    """Which packages a command selects, following cargo's rules for package selection:
+    `--workspace`/`--all` (minus `--exclude`, globs too) wins over `-p`; then `-p`; then, at the
+    workspace root, `default-members`; then the package cargo starts from; at a virtual root,
+    every member. (`--exclude` without `--workspace` is an error in cargo: not modelled.)"""
     workspace = location.workspace
     if workspace_flag:
         excluded = set(match_packages(workspace, excludes))
-        return Selection([n for n in workspace.member_names if n not in excluded], "--workspace")
+        how = "--workspace" + (" minus --exclude" if excludes else "")
+        return Selection([n for n in workspace.member_names if n not in excluded], how)
     if packages:
         return Selection(match_packages(workspace, packages), "-p")
     package = location.package

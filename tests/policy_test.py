@@ -27,16 +27,42 @@ CASES = [
     ("virtual_ws", ".", ["-v", "--locked", "test"], "unscoped-test", {}),
     ("virtual_ws", ".", ["--config", "build.jobs=1", "test"], "unscoped-test", {}),
     ("virtual_ws", ".", ["--color", "never", "-q", "test", "--lib"], "unscoped-test", {}),
-    ("virtual_ws", ".", ["test", "-p", "alpha*", "-p", "beta", "-p", "gamma"], OK, {}),
+    # issue 16: -p counts what it selects (was OK: "-p is scoped in every spelling")
+    ("virtual_ws", ".", ["test", "-p", "alpha*", "-p", "beta", "-p", "gamma"], "unscoped-test", {}),
     ("virtual_ws", ".", ["test", "--workspace", "--exclude", "beta"], "unscoped-test", {}),
     ("virtual_ws", ".", ["test", "--workspace", "--exclude", "beta", "--exclude", "gamma"], OK, {}),
-    ("virtual_ws", ".", ["test", "-p", "*"], OK, {}),  # -p is scoped in every spelling
+    ("virtual_ws", ".", ["test", "-p", "*"], "unscoped-test", {}),  # issue 16 (was OK)
+    ("virtual_ws", ".", ["test", "-p", "a*", "-p", "b*", "-p", "g*"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "-p", "alpha", "-p", "beta", "-p", "gamma"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "--package=*"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "-p*"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "-p", "[ab]*"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "-p", "a*"], OK, {}),
+    ("virtual_ws", ".", ["test", "-p", "[!ab]*"], OK, {}),  # gamma only
+    ("virtual_ws", ".", ["test", "-p", "alph?", "-p", "alpha", "-p", "alpha@0.1.0", "-p", "alpha:0.1.0"], OK, {}),
+    ("virtual_ws", ".", ["test", "-p", "zeta*"], OK, {}),  # matches nothing: cargo says so
+    ("virtual_ws", ".", ["test", "-p", "*"], OK, {"CARGO_AGENT_MAX_PACKAGES": "3"}),
+    ("virtual_ws", ".", ["test", "-p", "a*", "-p", "b*"], OK, {"CARGO_AGENT_MAX_PACKAGES": "2"}),
+    ("virtual_ws", ".", ["test", "--workspace"], OK, {"CARGO_AGENT_MAX_PACKAGES": "3"}),
+    ("virtual_ws", ".", ["test", "--workspace", "-p", "alpha"], "unscoped-test", {}),  # --workspace wins
+    ("virtual_ws", ".", ["test", "--workspace", "--exclude", "[bg]*"], OK, {}),
+    ("virtual_ws", ".", ["test", "--all", "--exclude=*a"], OK, {}),  # every name here ends in a
+    ("virtual_ws", ".", ["test", "--workspace", "--exclude", "z*"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "--manifest-path", "crates/alpha/Cargo.toml", "-p", "beta", "-p", "gamma"],
+     "unscoped-test", {}),
+    ("virtual_ws", ".", ["test", "--manifest-path=./Cargo.toml"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["nextest", "list"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["nextest", "archive", "--archive-file", "a.tar.zst"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["nextest", "list", "-p", "beta"], OK, {}),
+    ("virtual_ws", ".", ["miri", "test"], "unscoped-test", {}),
+    ("virtual_ws", ".", ["miri", "test", "-p", "beta"], OK, {}),
+    ("virtual_ws", ".", ["test", "--no-run", "-p", "alpha"], OK, {}),
     ("virtual_ws", ".", ["test", "--manifest-path", "Cargo.toml"], "unscoped-test", {}),
     ("virtual_ws", ".", ["test", "--manifest-path", "crates/alpha/Cargo.toml"], OK, {}),
     ("virtual_ws", ".", ["test", "-p", "alpha"], OK, {}),
     ("virtual_ws", ".", ["test", "-palpha"], OK, {}),
     ("virtual_ws", ".", ["test", "--package=alpha"], OK, {}),
-    ("virtual_ws", ".", ["test", "--package", "alpha", "-p", "beta"], OK, {}),
+    ("virtual_ws", ".", ["test", "--package", "alpha", "-p", "beta"], "unscoped-test", {}),  # issue 16 (was OK)
     ("virtual_ws", ".", ["+nightly", "-vv", "t", "-p", "beta", "--", "--nocapture"], OK, {}),
     ("virtual_ws", ".", ["nextest", "run", "-p", "alpha"], OK, {}),
     ("virtual_ws", "crates/alpha", ["test"], OK, {}),
@@ -51,10 +77,32 @@ CASES = [
     ("virtual_ws", ".", ["xt"], "unscoped-test", {"CARGO_ALIAS_XT": "test --lib"}),
     ("virtual_ws", ".", ["xt", "-p", "alpha"], OK, {"CARGO_ALIAS_XT": "test --lib"}),
     ("virtual_ws", ".", ["outer"], "unscoped-test", {"CARGO_ALIAS_OUTER": "inner", "CARGO_ALIAS_INNER": "t"}),
+    # user aliases shadow the built-in b/c/d/t/r/rm (checked against real cargo: tests/policy_cargo_test.py)
+    ("virtual_ws", ".", ["c"], "unscoped-test", {"CARGO_ALIAS_C": "test --workspace --no-run"}),
+    ("virtual_ws", ".", ["t"], OK, {"CARGO_ALIAS_T": "test -p alpha"}),
+    ("virtual_ws", ".", ["t", "-p", "beta"], "unscoped-test", {"CARGO_ALIAS_T": "test -p alpha"}),
+    ("virtual_ws", ".", ["rm"], "unscoped-test", {"CARGO_ALIAS_RM": "test"}),
+    ("virtual_ws", ".", ["xt"], OK, {"CARGO_ALIAS_XT": "t -p beta", "CARGO_ALIAS_T": "test"}),
+    ("virtual_ws", ".", ["test"], "unscoped-test", {"CARGO_ALIAS_TEST": "test -p alpha"}),  # cargo's own wins
+    # an alias ending its options at `--` hands what follows to the test binaries
+    ("virtual_ws", ".", ["tt", "-p", "alpha"], "unscoped-test", {"CARGO_ALIAS_TT": "test --no-fail-fast --"}),
+    ("virtual_ws", ".", ["tt", "--", "-p", "alpha"], "unscoped-test", {"CARGO_ALIAS_TT": "test --"}),
+    ("virtual_ws", ".", ["tt"], OK, {"CARGO_ALIAS_TT": "test -p alpha --"}),
+    ("virtual_ws", ".", ["bt", "--all-targets"], OK, {"CARGO_ALIAS_BT": "test -p alpha --"}),
+    # global options at the head of an alias
+    ("virtual_ws", ".", ["lt"], "unscoped-test", {"CARGO_ALIAS_LT": "--locked test"}),
+    ("virtual_ws", ".", ["lt", "-p", "beta"], OK, {"CARGO_ALIAS_LT": "--locked -v test"}),
     # all-targets
     ("virtual_ws", ".", ["build", "--all-targets"], "all-targets", {}),
     ("virtual_ws", ".", ["check", "-p", "alpha", "--all-targets"], "all-targets", {}),
     ("virtual_ws", ".", ["b", "--lib", "--bins", "--tests", "--benches", "--examples"], "all-targets", {}),
+    ("virtual_ws", ".", ["build", "--lib", "--bin", "*", "--test", "*", "--bench", "*", "--example", "*"],
+     "all-targets", {}),
+    ("virtual_ws", ".", ["check", "-p", "alpha", "--lib", "--bin=*", "--tests", "--bench", "**", "--examples"],
+     "all-targets", {}),
+    ("virtual_ws", ".", ["build", "--lib", "--bin", "x*", "--test", "*", "--bench", "*", "--example", "*"], OK, {}),
+    ("single_ws", ".", ["build", "--all-targets"], "all-targets", {}),  # one package is no exception
+    ("single_ws", ".", ["test", "--all-targets"], "all-targets", {}),
     ("virtual_ws", ".", ["build", "--lib", "--bins", "--tests"], OK, {}),
     ("virtual_ws", ".", ["clippy", "--all-targets"], "all-targets", {}),
     ("virtual_ws", ".", ["build", "--", "--all-targets"], OK, {}),
@@ -64,6 +112,9 @@ CASES = [
     ("virtual_ws", ".", ["check", "-p", "alpha", "--all-features", "--tests"], "all-features-tests", {}),
     ("virtual_ws", ".", ["check", "--all-features"], OK, {}),
     ("virtual_ws", ".", ["check", "--tests"], OK, {}),
+    ("virtual_ws", ".", ["check", "-p", "alpha", "--all-features", "--test", "*"], "all-features-tests", {}),
+    ("virtual_ws", ".", ["check", "-p", "alpha", "--all-features", "--test", "it"], OK, {}),
+    ("virtual_ws", ".", ["check", "-p", "alpha", "--all-features", "--", "--tests"], OK, {}),
     ("virtual_ws", ".", ["check", "--all-features", "--tests"], OK, {"CARGO_AGENT_ALLOW_ALL_FEATURES_TESTS": "1"}),
     # single-package root and root package workspaces
     ("single_ws", ".", ["test"], OK, {}),
@@ -72,6 +123,8 @@ CASES = [
     ("rootpkg_ws", ".", ["test"], OK, {}),  # selects the root package only
     ("rootpkg_ws", ".", ["test", "--workspace"], "unscoped-test", {}),
     ("rootpkg_ws", "helper", ["test"], OK, {}),
+    ("rootpkg_ws", ".", ["test", "-p", "*"], "unscoped-test", {}),
+    ("rootpkg_ws", ".", ["test", "--workspace", "--exclude", "helper"], OK, {}),
     # commands that compile nothing are never refused
     ("virtual_ws", ".", ["metadata", "--no-deps"], OK, {}),
     ("virtual_ws", ".", ["test", "--help"], OK, {}),
