@@ -3,39 +3,40 @@ policy would refuse even through cargo-agent.
 
 Rules (stable codes):
   CA001 bare-cargo          a compiling `cargo ...` command; use `cargo-agent ...`
-  CA002 unscoped-test       `test`/`bench`/`nextest run` without -p/--manifest-path (unless the
-                            nearest Cargo.toml above the file is a single-package root)
-  CA003 all-targets         `--all-targets` (or the five target flags together)
-  CA004 all-features-tests  `--all-features` with `--tests`
+  CA002 unscoped-test       the gate's rule unscoped-test: a test run selecting more than
+                            max_packages packages of the workspace the file lives in
+  CA003 all-targets         the gate's rule all-targets
+  CA004 all-features-tests  the gate's rule all-features-tests
+CA002-CA004 are the policy's own rules (cargo_agent/policy.py), judged as the gate judges
+them from the workspace root with the repo's aliases and metadata; with no Cargo.toml around,
+a test run without a `-p` (or with a `-p` glob, or `--workspace`) counts as unscoped.
 
 Scans Markdown fences (sh, bash, shell, console with `$ ` prompts, zsh, unlabelled) and
 inline code spans, shell scripts, Makefiles, justfiles, Dockerfile RUN lines and CI YAML
-`run:` steps. Suppress with `cargo-agent: allow [CODE...]` on the line or the line before.
+`run:` steps. Commands are found by shell grammar: after `;`, `&&`, `|`, reserved words
+(`if`, `then`, `do`, `!`, `{` ...), assignments, redirections, command-running wrappers
+(`sudo -u x`, `env -u X`, `nice -n 10`, `timeout 60`, `xargs -n1`, `sh -c '...'` ...), inside
+`$(...)` and backticks, and through `"$CARGO"`. `--fix` rewrites only a plain `cargo` word
+whose only finding is CA001, never under a wrapper that changes user (sudo, doas, su ...).
+Suppress with `cargo-agent: allow [CODE...]` on the line or the line before.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cargo_agent import argv as argv_model
+from cargo_agent import cargoconfig, config, policy, workspace
 from cargo_agent.errors import CargoAgentError, UsageError
-from cargo_agent.policy import SPELLED_OUT_ALL_TARGETS
 
-RULES = {
-    "CA001": "bare-cargo",
-    "CA002": "unscoped-test",
-    "CA003": "all-targets",
-    "CA004": "all-features-tests",
-}
+# The codes: CA001 is the lint's own; the others are the policy's rules (policy.RULES).
+RULES = {"CA001": "bare-cargo", **{rule.code: rule.name for rule in policy.RULES}}
 SHELL_FENCES = {"", "sh", "bash", "shell", "console", "zsh", "shell-session", "terminal"}
-SEPARATORS = re.compile(r"&&|\|\||[;|&()`]|\$\(")
-WRAPPERS = {"sudo", "env", "time", "nice", "nohup", "exec", "command", "xargs", "timeout", "ionice", "stdbuf"}
 SKIP_DIRS = {".git", "target", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".ruff_cache",
              ".pytest_cache", ".hypothesis"}
 ALLOW = re.compile(r"cargo-agent:\s*allow\b((?:\s+CA\d{3})*)")
@@ -59,6 +60,7 @@ class CommandLine:
     line: int  # 1-based line of the text
     offset: int  # column (0-based) in that line where `text` starts
     text: str
+    make: bool = False  # a Makefile recipe: `$(VAR)` is a make variable, `$$` the shell's `$`
 
 
 # ---- extracting shell command lines from each kind of file ---------------------------
@@ -115,14 +117,20 @@ def shell_commands(text: str) -> Iterator[CommandLine]:
     yield from _joined([(n, 0, line) for n, line in enumerate(text.splitlines(), start=1)])
 
 
-def makefile_commands(text: str) -> Iterator[CommandLine]:
+def makefile_commands(text: str, make: bool = True) -> Iterator[CommandLine]:
     lines = [(n, 0, line) for n, line in enumerate(text.splitlines(), start=1)
              if line.startswith(("\t", "    ", "  ")) and line.strip()]
     for command in _joined(lines):
         body = command.text.lstrip()
         lead = len(command.text) - len(body)
         body_stripped = body.lstrip("@-+")
-        yield CommandLine(command.line, command.offset + lead + len(body) - len(body_stripped), body_stripped)
+        yield CommandLine(command.line, command.offset + lead + len(body) - len(body_stripped), body_stripped,
+                          make)
+
+
+def justfile_commands(text: str) -> Iterator[CommandLine]:
+    """Recipe lines like a Makefile's, but run by a plain shell: `$(...)` is a command."""
+    return makefile_commands(text, make=False)
 
 
 def dockerfile_commands(text: str) -> Iterator[CommandLine]:
@@ -179,7 +187,7 @@ def kind_of(path: Path) -> str | None:
     if name in ("makefile", "gnumakefile") or suffix == ".mk":
         return "makefile"
     if name in ("justfile", ".justfile") or suffix == ".just":
-        return "makefile"
+        return "justfile"
     if name == "dockerfile" or name.startswith("dockerfile.") or suffix == ".dockerfile":
         return "dockerfile"
     if suffix in (".yml", ".yaml"):
@@ -196,100 +204,448 @@ def kind_of(path: Path) -> str | None:
 
 
 EXTRACTORS = {"markdown": markdown_commands, "shell": shell_commands, "makefile": makefile_commands,
+              "justfile": justfile_commands,
               "dockerfile": dockerfile_commands, "yaml": yaml_commands}
+
+
+# ---- shell grammar ----------------------------------------------------------------------
+
+class Word:
+    __slots__ = ("literal", "start", "text")
+
+    def __init__(self, text: str, start: int, literal: bool) -> None:
+        self.text = text  # quotes and escapes removed; expansions kept as written
+        self.start = start  # offset of its first character in the scanned text
+        self.literal = literal  # written exactly as `text`: no quotes, escapes or expansions
+
+    def __repr__(self) -> str:
+        return f"Word({self.text!r}, {self.start})"
+
+
+class _Scanner:
+    """Splits shell text into simple commands (lists of words) the way a POSIX shell tokenizes
+    it: quotes, escapes, comments, control operators, redirections (dropped), and commands
+    nested in `$(...)`, backticks and `<(...)`, which are simple commands of their own.
+    In Makefile recipes `$(VAR)`/`${VAR}` are make variables and `$$` is a shell `$`."""
+
+    def __init__(self, text: str, make: bool) -> None:
+        self.text = text
+        self.make = make
+        self.commands: list[list[Word]] = []
+
+    def scan(self, i: int, stop: str | None) -> int:
+        text, n = self.text, len(self.text)
+        words: list[Word] = []
+        chars: list[str] = []
+        start, literal, redirect_target = -1, True, False
+
+        def end_word() -> None:
+            nonlocal chars, start, literal, redirect_target
+            if start >= 0:
+                if redirect_target:
+                    redirect_target = False
+                else:
+                    words.append(Word("".join(chars), start, literal))
+            chars, start, literal = [], -1, True
+
+        def end_command() -> None:
+            end_word()
+            if words:
+                self.commands.append(list(words))
+                words.clear()
+
+        while i < n:
+            c = text[i]
+            if stop is not None and c == stop:
+                end_command()
+                return i + 1
+            if start < 0 and c not in " \t\n#;&|()<>":
+                start = i
+            if c in " \t":
+                end_word()
+                i += 1
+            elif c == "\n":
+                end_command()
+                i += 1
+            elif c == "#" and start < 0:
+                while i < n and text[i] != "\n":
+                    i += 1
+            elif c == "\\":
+                if text[i + 1:i + 2] == "\n":
+                    i += 2
+                    continue
+                chars.append(text[i + 1:i + 2])
+                literal = False
+                i += 2
+            elif c == "'":
+                close = text.find("'", i + 1)
+                close = n if close < 0 else close
+                chars.append(text[i + 1:close])
+                literal = False
+                i = close + 1
+            elif c == '"':
+                literal = False
+                i = self._double(i + 1, chars)
+            elif c == "$":
+                literal = False
+                i = self._dollar(i, chars)
+            elif c == "`":
+                literal = False
+                i = self.scan(i + 1, "`")
+                chars.append("`...`")
+            elif c in "<>" and text[i + 1:i + 2] == "(":  # process substitution
+                if start < 0:
+                    start = i
+                literal = False
+                i = self.scan(i + 2, ")")
+                chars.append("<(...)")
+            elif c in "<>" or (c == "&" and text[i + 1:i + 2] == ">"):
+                if start >= 0 and "".join(chars).isdigit():  # `2>`: the fd number is not a word
+                    chars, start, literal = [], -1, True
+                end_word()
+                i += 1
+                while i < n and text[i] in "<>&|-":
+                    i += 1
+                redirect_target = True
+            elif c in ";&|":
+                end_command()
+                while i < n and text[i] in ";&|":
+                    i += 1
+            elif c == "(" and start >= 0 and chars and chars[-1].endswith("="):  # `a=(x y)`: an array
+                close = text.find(")", i)
+                close = n if close < 0 else close
+                chars.append(text[i:close + 1])
+                i = close + 1
+            elif c in "()":
+                end_command()
+                i += 1
+            else:
+                chars.append(c)
+                i += 1
+        end_command()
+        return n
+
+    def _double(self, i: int, chars: list[str]) -> int:
+        """Inside double quotes from `i`; the index after the closing quote."""
+        text, n = self.text, len(self.text)
+        while i < n and text[i] != '"':
+            c = text[i]
+            if c == "\\" and text[i + 1:i + 2] in ('"', "\\", "$", "`", "\n"):
+                chars.append(text[i + 1])
+                i += 2
+            elif c == "$":
+                i = self._dollar(i, chars)
+            elif c == "`":
+                i = self.scan(i + 1, "`")
+                chars.append("`...`")
+            else:
+                chars.append(c)
+                i += 1
+        return i + 1
+
+    def _dollar(self, i: int, chars: list[str]) -> int:
+        text = self.text
+        if self.make:
+            if text[i + 1:i + 2] == "$":
+                i += 1  # `$$` is the shell's `$`
+            elif text[i + 1:i + 2] in ("(", "{"):
+                close = _matching(text, i + 1)
+                chars.append(text[i:close + 1])
+                return close + 1
+        if text[i + 1:i + 3] == "((":  # arithmetic
+            close = _matching(text, i + 1)
+            chars.append(text[i:close + 1])
+            return close + 1
+        if text[i + 1:i + 2] == "(":
+            end = self.scan(i + 2, ")")
+            chars.append("$(...)")
+            return end
+        if text[i + 1:i + 2] == "{":
+            close = _matching(text, i + 1)
+            chars.append(text[i:close + 1])
+            return close + 1
+        chars.append("$")
+        return i + 1
+
+
+def _matching(text: str, i: int) -> int:
+    """Index of the bracket closing the one at `i` (or the last index)."""
+    pairs = {"(": ")", "{": "}"}
+    opening, closing = text[i], pairs[text[i]]
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == opening:
+            depth += 1
+        elif text[j] == closing:
+            depth -= 1
+            if depth == 0:
+                return j
+    return len(text) - 1
+
+
+def simple_commands(text: str, make: bool = False) -> list[list[Word]]:
+    scanner = _Scanner(text, make)
+    scanner.scan(0, None)
+    return scanner.commands
+
+
+# Words after which the next word is again in command position.
+RESERVED = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "esac",
+                      "coproc"})
+# Clauses that are not commands: `for x in ...`, `case x in`, `[[ ... ]]`.
+NOT_COMMANDS = frozenset({"for", "select", "case", "in", "[[", "]]", ";;"})
+
+
+class Wrapper:
+    """A program that runs a command given as its arguments, after its own options."""
+
+    __slots__ = (
+        "inert",
+        "long_values",
+        "positionals",
+        "privileged",
+        "short_values",
+        "string_options",
+        "subcommand",
+    )
+
+    def __init__(self, short_values: str = "", long_values: tuple[str, ...] = (), positionals: int = 0,
+                 privileged: bool = False, string_options: tuple[str, ...] = (), inert: tuple[str, ...] = (),
+                 subcommand: str = "") -> None:
+        self.short_values = short_values  # short options that take a value
+        self.long_values = long_values  # long options that take a value
+        self.positionals = positionals  # arguments before the command (`timeout 60 ...`)
+        self.privileged = privileged  # runs it as someone else, with another PATH: no --fix
+        self.string_options = string_options  # options whose value is a whole command line
+        self.inert = inert  # options after which nothing runs (`command -v`)
+        self.subcommand = subcommand  # the word that must come first (`rustup run`)
+
+
+_SHELL = Wrapper("o", ("rcfile", "init-file"), string_options=("-c",))
+WRAPPERS: dict[str, Wrapper] = {
+    "sudo": Wrapper("ugCDhprtTU", ("user", "group", "close-from", "chdir", "host", "prompt", "role", "type",
+                                   "command-timeout", "other-user"), privileged=True),
+    "doas": Wrapper("uC", privileged=True),
+    "runuser": Wrapper("ugG", ("user", "group", "supp-group"), privileged=True, string_options=("-c", "--command")),
+    "su": Wrapper("gGs", ("group", "supp-group", "shell"), privileged=True, string_options=("-c", "--command")),
+    "chroot": Wrapper("", ("userspec", "groups"), 1, privileged=True),
+    "env": Wrapper("uC", ("unset", "chdir"), string_options=("-S", "--split-string")),
+    "nice": Wrapper("n", ("adjustment",)),
+    "nohup": Wrapper(),
+    "time": Wrapper("fo", ("format", "output")),
+    "timeout": Wrapper("sk", ("signal", "kill-after"), 1),
+    "gtimeout": Wrapper("sk", ("signal", "kill-after"), 1),
+    "ionice": Wrapper("cnp", ("class", "classdata", "pid")),
+    "stdbuf": Wrapper("ioe", ("input", "output", "error")),
+    "xargs": Wrapper("nIPLdaEs", ("max-args", "replace", "max-procs", "max-lines", "delimiter", "arg-file", "eof",
+                                  "max-chars", "process-slot-var")),
+    "exec": Wrapper("a"),
+    "command": Wrapper(inert=("-v", "-V")),
+    "builtin": Wrapper(),
+    "chrt": Wrapper("TPD", ("sched-runtime", "sched-period", "sched-deadline"), 1),
+    "taskset": Wrapper("", ("cpu-list",), 1),
+    "setsid": Wrapper(),
+    "flock": Wrapper("wE", ("timeout", "wait", "conflict-exit-code"), 1, string_options=("-c", "--command")),
+    "unbuffer": Wrapper(),
+    "numactl": Wrapper("CNmpiP", ("physcpubind", "cpunodebind", "membind", "preferred", "interleave",
+                                  "preferred-many")),
+    "prlimit": Wrapper("p", ("pid",)),
+    "cgexec": Wrapper("g"),
+    "systemd-run": Wrapper("pEMuH", ("unit", "property", "slice", "uid", "gid", "nice", "working-directory",
+                                     "setenv", "description", "machine", "host", "on-calendar")),
+    "watch": Wrapper("n", ("interval",)),
+    "caffeinate": Wrapper("tw"),
+    "faketime": Wrapper("", (), 1),
+    "cpulimit": Wrapper("lpe", ("limit", "pid", "exe")),
+    "eatmydata": Wrapper(),
+    "chronic": Wrapper(),
+    "catchsegv": Wrapper(),
+    "strace": Wrapper("oepsuEabIOSX", ("output",)),
+    "unshare": Wrapper("SGRw", ("setuid", "setgid", "root", "wd")),
+    "script": Wrapper("", (), string_options=("-c", "--command")),
+    "nix-shell": Wrapper("pAI", ("packages", "attr"), string_options=("--run", "--command")),
+    "rustup": Wrapper("", (), 1, subcommand="run"),
+    "sh": _SHELL, "bash": _SHELL, "dash": _SHELL, "zsh": _SHELL, "ksh": _SHELL,
+}
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
+_CARGO_VARIABLE = re.compile(r"^\$(CARGO|\{CARGO(:?[-=+?][^}]*)?\}|\(CARGO\))$")
+
+
+class Invocation:
+    """A cargo or cargo-agent command found in shell text."""
+
+    __slots__ = ("args", "fixable", "nested", "program", "word")
+
+    def __init__(self, program: str, word: Word, args: list[str], fixable: bool, nested: bool) -> None:
+        self.program = program  # "cargo" or "cargo-agent"
+        self.word = word
+        self.args = args
+        self.fixable = fixable  # `--fix` may rewrite the word to cargo-agent
+        self.nested = nested  # found in a command string (`sh -c '...'`): the column is approximate
+
+
+def _program_name(word: Word) -> str | None:
+    base = os.path.basename(word.text)
+    if base in ("cargo", "cargo-agent"):
+        return base
+    if _CARGO_VARIABLE.match(word.text):
+        return "cargo"
+    return None
+
+
+def _skip_options(words: list[Word], i: int, wrapper: Wrapper) -> tuple[int, Word | None, bool]:
+    """Past a wrapper's options from words[i]: (index of the command, the word holding a whole
+    command line or None, whether nothing runs at all)."""
+    if wrapper.subcommand:
+        if i >= len(words) or words[i].text != wrapper.subcommand:
+            return len(words), None, True
+        i += 1
+    while i < len(words):
+        text = words[i].text
+        if text == "--":
+            return i + 1 + wrapper.positionals, None, False
+        if text in wrapper.inert:
+            return i, None, True
+        if text.startswith("--") and len(text) > 2:
+            name, eq, _ = text.partition("=")
+            if name in wrapper.string_options:
+                if eq:
+                    return len(words), Word(text.split("=", 1)[1], words[i].start, False), False
+                return len(words), (words[i + 1] if i + 1 < len(words) else None), False
+            i += 1 if eq or name[2:] not in wrapper.long_values else 2
+        elif text.startswith("-") and len(text) > 1:
+            letters = text[1:]
+            if any(f"-{letter}" in wrapper.string_options for letter in letters):
+                rest = [w for w in words[i + 1:] if not w.text.startswith("-")]
+                return len(words), (rest[0] if rest else None), False
+            i += 1
+            for pos, letter in enumerate(letters):
+                if letter in wrapper.short_values:
+                    if pos == len(letters) - 1:
+                        i += 1  # the value is the next word
+                    break
+        elif _ASSIGNMENT.match(text):
+            i += 1
+        else:
+            return i + wrapper.positionals, None, False
+    return i, None, False
+
+
+def invocations(text: str, make: bool = False, nested: bool = False, privileged: bool = False) -> Iterator[Invocation]:
+    """Every cargo / cargo-agent command in shell `text`, wherever it stands in command position:
+    after assignments and redirections, reserved words, and command-running wrappers."""
+    for words in simple_commands(text, make):
+        i, under_privilege = 0, privileged
+        while i < len(words):
+            word = words[i].text
+            if word in RESERVED:
+                i += 1
+            elif word in NOT_COMMANDS:
+                i = len(words)
+            elif word == "function":
+                i += 2
+            elif _ASSIGNMENT.match(word):
+                i += 1
+            elif os.path.basename(word) in WRAPPERS:
+                wrapper = WRAPPERS[os.path.basename(word)]
+                under_privilege = under_privilege or wrapper.privileged
+                i, holder, inert = _skip_options(words, i + 1, wrapper)
+                if inert:
+                    i = len(words)
+                elif holder is not None:
+                    for found in invocations(holder.text, False, True, under_privilege):
+                        found.word = Word(found.word.text, holder.start, False)
+                        yield found
+            else:
+                break
+        if i >= len(words):
+            continue
+        program = _program_name(words[i])
+        if program is None:
+            continue
+        fixable = words[i].literal and words[i].text == "cargo" and not under_privilege and not nested
+        yield Invocation(program, words[i], [w.text for w in words[i + 1:]], fixable, nested)
 
 
 # ---- judging one command line ---------------------------------------------------------
 
-def _strip_comment(text: str) -> str:
-    match = re.search(r"(^|\s)#", text)
-    return text[:match.start()] if match else text
+class Context:
+    """What a file's commands are judged against, read once per file and only when needed:
+    the workspace the file lives in (commands in docs run from its root), the repo's cargo
+    aliases (its `.cargo/config.toml` files, not this machine's), and the settings the gate
+    would use there with no environment: defaults and the repo's metadata."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ready = False
+        self.root = path.parent
+        self.location: workspace.Location | None = None
+        self.config: config.Config = config.merge([])
+        self.cargo_config: cargoconfig.CargoConfig | None = None
+
+    def _load(self) -> None:
+        if self._ready:
+            return
+        self._ready = True
+        try:
+            found = workspace.locate(self.path.parent.resolve(), None)
+        except CargoAgentError:
+            found = None
+        if found is not None:
+            self.root = found.workspace.root_manifest.parent
+            self.location = workspace.locate(self.root, None)
+            try:
+                self.config = config.merge([config.repo_layer(found.workspace.root_data,
+                                                              found.workspace.root_manifest)])
+            except CargoAgentError:
+                pass
+        try:
+            self.cargo_config = cargoconfig.load(self.root, {}, home=False)
+        except CargoAgentError:
+            self.cargo_config = None
+
+    def lookup(self, name: str) -> list[str] | None:
+        self._load()
+        return self.cargo_config.alias(name, {}) if self.cargo_config is not None else None
+
+    def locate(self, command: argv_model.CargoCommand) -> workspace.Location | None:
+        self._load()
+        cwd = self.root / command.directory if command.directory else self.root
+        manifest = command.manifest_path
+        if manifest is None and not command.directory:
+            return self.location
+        for base in (cwd, self.path.parent):
+            try:
+                location = workspace.locate(base.resolve(), manifest)
+            except CargoAgentError:
+                continue
+            if location is not None:
+                return location
+        return None
 
 
-def _segments(text: str) -> Iterator[tuple[int, str]]:
-    start = 0
-    for match in SEPARATORS.finditer(text):
-        yield start, text[start:match.start()]
-        start = match.end()
-    yield start, text[start:]
-
-
-def _words(segment: str) -> list[str]:
-    try:
-        return shlex.split(segment)
-    except ValueError:
-        return segment.split()
-
-
-def _cargo_position(words: list[str]) -> int | None:
-    """Index of the cargo/cargo-agent word after env assignments and wrappers, if any."""
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", word):
-            i += 1
-        elif os.path.basename(word) in WRAPPERS:
-            i += 1
-            while i < len(words) and (words[i].startswith("-") or re.match(r"^[A-Za-z_]\w*=", words[i])
-                                      or (os.path.basename(words[i - 1]) == "timeout" and words[i][:1].isdigit())):
-                i += 1
-        else:
-            break
-    if i < len(words) and os.path.basename(words[i]) in ("cargo", "cargo-agent"):
-        return i
-    return None
-
-
-def single_package_root(path: Path) -> bool:
-    from cargo_agent import workspace
-
-    try:
-        location = workspace.locate(path.parent.resolve(), None)
-    except CargoAgentError:
-        return False
-    return location is not None and len(location.workspace.members) == 1
-
-
-def judge(command: CommandLine, path: Path, single_root: bool) -> Iterator[Finding]:
-    text = _strip_comment(command.text)
-    for start, segment in _segments(text):
-        words = _words(segment)
-        at = _cargo_position(words)
-        if at is None:
-            continue
-        program = os.path.basename(words[at])
-        column = command.offset + start + segment.find(words[at]) + 1
-        rest = words[at + 1:]
+def judge(command: CommandLine, path: Path, context: Context) -> Iterator[Finding]:
+    for found in invocations(command.text, command.make):
+        column = command.offset + found.word.start + 1
+        program, rest = found.program, found.args
         if program == "cargo" and rest[:1] == ["agent"]:  # `cargo agent ...` is cargo-agent
             program, rest = "cargo-agent", rest[1:]
         try:
             parsed = argv_model.parse(rest)
-            parsed = argv_model.expand_aliases(parsed, lambda name: None)
+            parsed = argv_model.expand_aliases(parsed, context.lookup)
         except UsageError:
             continue
         if not parsed.compiles:
             continue
-        options = parsed.parsed
-        flags = {o.name for o in options.options}
-        problems: list[Finding] = []
-        all_targets = "--all-targets" in flags or all(f in flags for f in SPELLED_OUT_ALL_TARGETS)
-        scoped = (options.has("--package") and not options.has("--workspace", "--all")) \
-            or options.has("--manifest-path") or (single_root and not options.has("--workspace", "--all"))
-        if parsed.resolved in ("test", "bench", "nextest run") and not scoped:
-            problems.append(Finding(path, command.line, column, "CA002",
-                                    f"unscoped-test: `{parsed.resolved}` without -p/--manifest-path compiles "
-                                    "the whole workspace; add -p <package>"))
-        if all_targets:
-            problems.append(Finding(path, command.line, column, "CA003",
-                                    "all-targets: compiles every target; name the ones you need (--lib, --tests)"))
-        if "--all-features" in flags and ("--tests" in flags or all_targets):
-            problems.append(Finding(path, command.line, column, "CA004",
-                                    "all-features-tests: --all-features with --tests; name the features instead"))
+        problems = [Finding(path, command.line, column, v.rule.code, f"{v.rule.name}: {v.detail}; {v.rule.fix}")
+                    for v in policy.check(parsed, context.locate(parsed), context.config, guess=True)
+                    if not context.config[v.rule.setting]]
         if program == "cargo":
+            shown = found.word.text if found.word.text != "cargo" else "cargo"
             problems.insert(0, Finding(path, command.line, column, "CA001",
-                                       f"bare-cargo: `cargo {parsed.subcommand}` runs without build slots or "
+                                       f"bare-cargo: `{shown} {parsed.subcommand}` runs without build slots or "
                                        f"limits; use `cargo-agent {parsed.subcommand}`",
-                                       fixable=len(problems) == 0))
+                                       fixable=found.fixable and not problems))
         yield from problems
 
 
@@ -313,8 +669,8 @@ def lint_file(path: Path, kind: str | None = None) -> list[Finding]:
     except (OSError, UnicodeDecodeError):
         return []
     lines = text.splitlines()
-    single = single_package_root(path)
-    findings = [f for command in EXTRACTORS[kind](text) for f in judge(command, path, single)]
+    context = Context(path)
+    findings = [f for command in EXTRACTORS[kind](text) for f in judge(command, path, context)]
     return [f for f in findings if not _allowed(lines, f)]
 
 
