@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from conftest import REPO, crate, nest, write_tree
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cargo_agent import lint
 
@@ -68,6 +72,49 @@ CASES = [
     ("ci.yml", "steps:\n  - run: cargo test -p a\n  - name: cargo build\n", ["CA001"]),
     ("ci.yml", "steps:\n  - run: |\n      cargo-agent build -p a\n      cargo-agent test\n  - uses: x\n", ["CA002"]),
     ("ci.yaml", "jobs:\n  x:\n    steps:\n      - run: \"cargo-agent check --all-targets\"\n", ["CA003"]),
+    # shell grammar: reserved words and compound commands
+    ("s.sh", "if cargo test -p a; then cargo build; fi\n", ["CA001", "CA001"]),
+    ("s.sh", "if ! cargo test; then exit 1; fi\n", ["CA001", "CA002"]),
+    ("s.sh", "while cargo test -p a; do sleep 1; done\n", ["CA001"]),
+    ("s.sh", "until cargo check -p a\ndo cargo build; done\n", ["CA001", "CA001"]),
+    ("s.sh", "for c in a b; do cargo test -p $c; done\n", ["CA001"]),
+    ("s.sh", "{ cargo build; } 2>&1\n", ["CA001"]),
+    ("s.sh", "! cargo build\n", ["CA001"]),
+    ("s.sh", "(cd x && cargo build)\n", ["CA001"]),
+    ("s.sh", "case $1 in b) cargo build ;; esac\n", ["CA001"]),
+    ("s.sh", "f() { cargo build; }\n", ["CA001"]),
+    ("s.sh", ">build.log 2>&1 cargo build\n", ["CA001"]),
+    ("s.sh", "x=\"$(cargo build -q)\"\n", ["CA001"]),
+    ("s.sh", "diff <(cargo build) expected\n", ["CA001"]),
+    # ... behind command-running wrappers and their options
+    ("s.sh", "sudo -u builder cargo build\n", ["CA001"]),
+    ("s.sh", "nice -n 10 cargo build\n", ["CA001"]),
+    ("s.sh", "env -u FOO -C /src cargo build\n", ["CA001"]),
+    ("s.sh", "timeout -s KILL 60 cargo test\n", ["CA001", "CA002"]),
+    ("s.sh", "ionice -c 3 stdbuf -o L taskset -c 0 cargo build\n", ["CA001"]),
+    ("s.sh", "flock -w 10 /tmp/lock cargo build\n", ["CA001"]),
+    ("s.sh", "rustup run nightly cargo build\n", ["CA001"]),
+    ("s.sh", "sh -c 'cargo test'\n", ["CA001", "CA002"]),
+    ("s.sh", "bash -lc \"cd x && cargo build\"\n", ["CA001"]),
+    ("s.sh", "command -v cargo && echo have cargo\n", []),
+    # ... through $CARGO
+    ("s.sh", "\"$CARGO\" build\n", ["CA001"]),
+    ("s.sh", "${CARGO} test\n", ["CA001", "CA002"]),
+    ("s.sh", "${CARGO:-cargo} build -p a\n", ["CA001"]),
+    ("Makefile", "b:\n\t$(CARGO) build\n\techo $$(cargo build -q)\n", ["CA001", "CA001"]),
+    ("justfile", "b:\n    echo $(cargo build -q)\n", ["CA001"]),
+    # not commands: quoted text, comments
+    ("s.sh", "echo \"a; cargo build\" 'cargo test' # cargo test\n", []),
+    ("s.sh", "git commit -m 'cargo build && cargo test'\n", []),
+    # what -p really selects, and the other rules' wider spellings
+    ("s.sh", "cargo-agent test -p 'x*'\n", ["CA002"]),
+    ("s.sh", "cargo-agent test -p a -p b\n", ["CA002"]),
+    ("s.sh", "cargo-agent test -p a -p a@0.1.0\n", []),
+    ("s.sh", "cargo-agent test --manifest-path Cargo.toml\n", ["CA002"]),
+    ("s.sh", "cargo-agent nextest list\n", ["CA002"]),
+    ("s.sh", "cargo-agent miri test\n", ["CA002"]),
+    ("s.sh", "cargo-agent build -p a --lib --bin '*' --test '*' --bench '*' --example '*'\n", ["CA003"]),
+    ("s.sh", "cargo-agent check -p a --all-features --test '*'\n", ["CA004"]),
     # not scanned
     ("notes.txt", "cargo build\n", []),
     ("main.rs", "// cargo build\n", []),
@@ -95,6 +142,56 @@ def test_single_package_root_allows_unscoped_test(tmp_path: Path) -> None:
     write_tree(tmp_path / "ws", {"Cargo.toml": '[workspace]\nmembers = ["a", "b"]\n', **nest("a", crate("a")),
                                  **nest("b", crate("b")), "x.md": f"{FENCE}sh\ncargo-agent test\n{FENCE}\n"})
     assert [f.code for f in lint.lint_file(tmp_path / "ws" / "x.md")] == ["CA002"]
+
+
+def test_fix_never_rewrites_what_it_cannot_be_sure_of(tmp_path: Path) -> None:
+    path = tmp_path / "s.sh"
+    original = ("sudo cargo build -p a\n\"$CARGO\" build -p a\nbash -c 'cargo build -p a'\n/usr/bin/cargo build\n"
+                "\\cargo build\ndoas -u x cargo build\nxargs cargo test -p x -p y\n")
+    path.write_text(original)
+    assert lint.main(["--fix", str(path)]) == 1
+    assert path.read_text() == original
+
+
+def test_fix_rewrites_cargo_in_command_position(tmp_path: Path) -> None:
+    path = tmp_path / "s.sh"
+    path.write_text("if cargo build -p a; then nice -n 5 cargo check -p a; fi  # cargo test\n"
+                    "echo \"cargo build\" && { cargo doc; }\n")
+    assert lint.main(["--fix", str(path)]) == 0
+    assert path.read_text() == ("if cargo-agent build -p a; then nice -n 5 cargo-agent check -p a; fi  # cargo test\n"
+                                "echo \"cargo build\" && { cargo-agent doc; }\n")
+
+
+def test_manifest_path_at_a_virtual_root_is_not_scoping(virtual_ws: Path) -> None:
+    doc = virtual_ws / "docs" / "howto.md"
+    doc.parent.mkdir()
+    doc.write_text(f"{FENCE}sh\ncargo-agent test --manifest-path Cargo.toml\n"
+                   "cargo-agent test --manifest-path crates/alpha/Cargo.toml\n"
+                   "cargo-agent test -p 'a*'\ncargo-agent test -p '*'\ncargo-agent test --workspace --exclude '[bg]*'\n"
+                   f"{FENCE}\n")
+    assert [(f.line, f.code) for f in lint.lint_file(doc)] == [(2, "CA002"), (5, "CA002")]
+
+
+def test_repo_aliases_and_metadata_count(virtual_ws: Path) -> None:
+    write_tree(virtual_ws, {".cargo/config.toml": 'include = ["aliases.toml"]\n',
+                            ".cargo/aliases.toml": '[alias]\nt = "test -p alpha"\nwt = "test --workspace"\n'})
+    doc = virtual_ws / "README.md"
+    doc.write_text(f"{FENCE}sh\ncargo-agent t\ncargo-agent wt\ncargo-agent test -p alpha -p beta\n{FENCE}\n")
+    assert [(f.line, f.code) for f in lint.lint_file(doc)] == [(3, "CA002"), (4, "CA002")]
+    manifest = virtual_ws / "Cargo.toml"
+    manifest.write_text(manifest.read_text() + "\n[workspace.metadata.cargo-agent]\nmax-packages = 2\n")
+    assert [(f.line, f.code) for f in lint.lint_file(doc)] == [(3, "CA002")]
+
+
+def test_messages_come_from_the_policy_table(tmp_path: Path) -> None:
+    from cargo_agent import policy
+
+    path = tmp_path / "s.sh"
+    path.write_text("cargo-agent build --all-targets\n")
+    [finding] = lint.lint_file(path)
+    rule = policy.RULE["all-targets"]
+    assert finding.code == rule.code and finding.message.endswith(rule.fix) and rule.name in finding.message
+    assert set(lint.RULES) == {"CA001", *(r.code for r in policy.RULES)}
 
 
 def test_fix_rewrites_only_what_is_safe(tmp_path: Path) -> None:
@@ -153,3 +250,79 @@ def test_pre_commit_try_repo_fails_on_a_bad_markdown_file(tmp_path: Path) -> Non
     assert "HOWTO.md:4:1: CA001" in result.stdout
     assert "justfile:2:5: CA001" in result.stdout
     assert "LICENSE" not in result.stdout
+
+
+# ---- generated shell grammar ------------------------------------------------------------
+
+LEAD_INS = ["if", "then", "else", "elif", "do", "while", "until", "!", "{", "time", "time -p", "exec", "command"]
+ASSIGNMENTS = ["FOO=1", "A_B='x y'", 'RUSTFLAGS="-D warnings"', "X=$(date)", "ARR=(a b)"]
+REDIRECTIONS = [">log", "2>&1", "</dev/null", "2> err.txt", "&>all.log", ">>log"]
+WRAPPER_FORMS = [
+    "sudo", "sudo -u bob", "sudo -E -H", "sudo -u bob -g wheel --", "sudo --user=bob", "doas -u x", "env", "env -i",
+    "env -u FOO", "env -u FOO BAR=1", "env -C /tmp", "nice", "nice -n 10", "nice -n10", "nice --adjustment=5",
+    "nice -5", "nohup", "timeout 60", "timeout -s KILL 60", "timeout --signal=TERM -k 5 60", "timeout -- 60",
+    "ionice -c 3", "ionice -c2 -n7", "stdbuf -oL", "stdbuf -o L -e L", "xargs", "xargs -n1", "xargs -I {}",
+    "xargs -0 -P 4", "exec -a name", "chrt -i 0", "taskset -c 0,1", "taskset 0x3", "setsid", "setsid -w",
+    "flock /tmp/lock", "flock -w 10 /tmp/lock", "unbuffer", "numactl -C 0", "prlimit --as=4000000000",
+    "systemd-run --user --scope -p MemoryMax=4G", "watch -n 5", "cgexec -g memory:x", "rustup run stable",
+    "rustup run --install nightly", "eatmydata", "chronic", "strace -f -o /tmp/t", "/usr/bin/env -u X",
+]
+CARGO_WORDS = ["cargo", "/usr/bin/cargo", "~/.cargo/bin/cargo", '"$CARGO"', "${CARGO}", "$CARGO", "\\cargo", "'cargo'",
+               '"${CARGO:-cargo}"']
+CONTEXTS = [("", ""), ("echo hi; ", ""), ("true && ", ""), ("false || ", ""), ("ls | ", ""), ("( ", " )"),
+            ("x=$(", ")"), ("x=`", "`"), ('echo "$(', ')"'), ("diff <(", ") b"), ("", " | tee log"), ("", " &"),
+            ("", "; echo done"), ("", "  # a comment"), ("f() { ", "; }"), ("case $x in a) ", " ;; esac"),
+            ("sh -c ", "QUOTED"), ("bash -ec ", "DOUBLE-QUOTED"), ("su -c ", "QUOTED")]
+
+
+def _double_quoted(text: str) -> str:
+    return '"' + "".join("\\" + c if c in '"\\$`' else c for c in text) + '"'
+
+
+@st.composite
+def command_lines(draw: st.DrawFn) -> tuple[str, bool]:
+    """A line with `cargo test` in command position somewhere, and whether it has a `-p`."""
+    words = draw(st.lists(st.sampled_from(LEAD_INS), max_size=2))
+    for _ in range(draw(st.integers(0, 3))):
+        words.append(draw(st.one_of(st.sampled_from(ASSIGNMENTS), st.sampled_from(REDIRECTIONS),
+                                    st.sampled_from(WRAPPER_FORMS))))
+    scoped = draw(st.booleans())
+    words += [draw(st.sampled_from(CARGO_WORDS)), "test", *(["-p", "a"] if scoped else [])]
+    before, after = draw(st.sampled_from(CONTEXTS))
+    inner = " ".join(words)
+    if after == "QUOTED":  # a whole command line as one argument, quoted as a shell would need it
+        return before + shlex.quote(inner), scoped
+    if after == "DOUBLE-QUOTED":
+        return before + _double_quoted(inner), scoped
+    return before + inner + after, scoped
+
+
+@given(command_lines())
+@settings(max_examples=400, deadline=None)
+def test_generated_command_lines_are_found(case: tuple[str, bool]) -> None:
+    line, scoped = case
+    found = list(lint.invocations(line))
+    assert [f.args for f in found] == [["test", "-p", "a"] if scoped else ["test"]], line
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "s.sh"
+        path.write_text(line + "\n")
+        codes = [f.code for f in lint.lint_file(path)]
+    assert codes == (["CA001"] if scoped else ["CA001", "CA002"]), line
+
+
+@given(st.sampled_from([*CARGO_WORDS, "cargo-agent"]), st.sampled_from(["echo '{}' test", 'echo "{} test"',
+                                                                       "# {} test", "echo x # {} test",
+                                                                       "git commit -m '{} test'", "command -v {}",
+                                                                       "printf '%s' \"$({} --version)\""]))
+@settings(max_examples=100, deadline=None)
+def test_cargo_outside_command_position_is_not_found(cargo: str, template: str) -> None:
+    line = template.format(cargo.replace("'", "").replace('"', ""))
+    assert [f.args for f in lint.invocations(line) if f.args[:1] == ["test"]] == [], line
+
+
+@given(st.sampled_from(WRAPPER_FORMS + LEAD_INS), st.sampled_from(["", "echo x; ", "true && "]))
+@settings(max_examples=100, deadline=None)
+def test_fix_points_at_the_cargo_word(prefix: str, before: str) -> None:
+    line = f"{before}{prefix} cargo build -p a"
+    [found] = list(lint.invocations(line))
+    assert line[found.word.start:].startswith("cargo build")

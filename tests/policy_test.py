@@ -200,3 +200,111 @@ def test_repo_metadata_can_allow_a_rule(virtual_ws: Path, agent_env: dict[str, s
 def test_refusal_is_an_error_with_exit_2(virtual_ws: Path, agent_env: dict[str, str]) -> None:
     error = build.decide(argv.parse(["test"]), virtual_ws, agent_env).decision.error()
     assert isinstance(error, RefusedError) and error.exit_code == 2
+
+
+def test_refusal_names_the_count_and_the_packages(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    decision = build.decide(argv.parse(["test", "-p", "a*", "-p", "[bg]*"]), virtual_ws, agent_env).decision
+    assert decision.rule == "unscoped-test"
+    assert "`test` selects 3 packages (alpha, beta, gamma; -p), more than max_packages (1)" in decision.reason
+    assert decision.selected == ["alpha", "beta", "gamma"]
+    assert "CARGO_AGENT_MAX_PACKAGES" in decision.error().render()
+
+
+def test_all_targets_refusal_says_how_an_operator_allows_it(single_ws: Path, agent_env: dict[str, str]) -> None:
+    message = build.decide(argv.parse(["build", "--all-targets"]), single_ws, agent_env).decision.error().render()
+    assert "(rule all-targets)" in message
+    assert "note: an operator allows it for the whole host with `allow_all_targets = true` in the host file" in message
+
+
+def test_all_features_reason_is_about_one_combination(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    reason = build.decide(argv.parse(["check", "-p", "alpha", "--all-features", "--tests"]), virtual_ws,
+                          agent_env).decision.reason
+    assert "every optional feature" in reason and "combination" not in reason
+
+
+REFUSED = [case for case in CASES if case[3] is not None]
+
+
+@pytest.mark.parametrize(("fixture", "subdir", "args", "rule", "extra"), REFUSED,
+                         ids=[" ".join(c[2]) + f" @{c[0]}/{c[1]}" for c in REFUSED])
+def test_the_suggested_fix_passes_the_gate(request: pytest.FixtureRequest, agent_env: dict[str, str], fixture: str,
+                                           subdir: str, args: list[str], rule: str, extra: dict[str, str]) -> None:
+    import shlex
+
+    cwd = (request.getfixturevalue(fixture) / subdir).resolve()
+    env = {**agent_env, **extra}
+    command = argv.parse(args)
+    decision = build.decide(command, (cwd / (command.directory or ".")).resolve(), env).decision
+    assert decision.fix is not None and decision.fix.startswith("cargo-agent ")
+    fixed = argv.parse(shlex.split(decision.fix)[1:])
+    again = build.decide(fixed, (cwd / (fixed.directory or ".")).resolve(), env).decision
+    assert again.allowed, (decision.fix, again.reason)
+    assert _for_the_binaries(fixed) == _for_the_binaries(command)  # what goes to the test binaries is kept
+
+
+def _for_the_binaries(command: argv.CargoCommand) -> list[str]:
+    """Everything after the first `--` of the expanded line: cargo hands it to what it runs."""
+    full = [*command.expanded_args, *(["--", *command.trailing] if command.trailing is not None else [])]
+    return full[full.index("--") + 1:] if "--" in full else []
+
+
+@pytest.mark.parametrize(("args", "fix"), [
+    (["test", "--workspace", "--exclude", "beta", "--lib"], "cargo-agent test -p alpha --lib"),
+    (["tt", "-p", "alpha", "--", "--nocapture"], "cargo-agent test -p alpha --no-run -- -p alpha -- --nocapture"),
+    (["nextest", "list", "--workspace"], "cargo-agent nextest list -p alpha"),
+    (["miri", "test"], "cargo-agent miri test -p alpha"),
+    (["build", "--lib", "--bin", "*", "--tests", "--bench=*", "--examples", "-q"], "cargo-agent build -q"),
+    (["test", "-p", "beta", "--all-features", "--all-targets"], "cargo-agent test -p beta --lib"),
+    (["lt"], "cargo-agent --offline test -p alpha"),
+])
+def test_fix_text(virtual_ws: Path, agent_env: dict[str, str], args: list[str], fix: str) -> None:
+    env = {**agent_env, "CARGO_ALIAS_TT": "test --no-run --", "CARGO_ALIAS_LT": "--offline test"}
+    assert build.decide(argv.parse(args), virtual_ws, env).decision.fix == fix
+
+
+# ---- the gate's verdict against real cargo ---------------------------------------------------
+
+# (args, env, cargo config files): every command builds tests with --no-run, so the packages
+# cargo compiles tests for are read from its `Executable unittests` lines.
+CARGO_VERDICTS: list[tuple[list[str], dict[str, str], dict[str, str]]] = [
+    (["c"], {"CARGO_ALIAS_C": "test --no-run --workspace"}, {}),
+    (["t"], {"CARGO_ALIAS_T": "test --no-run -p alpha"}, {}),
+    (["t"], {}, {".cargo/config.toml": '[alias]\nt = "test --no-run -p beta"\n'}),
+    (["rm"], {"CARGO_ALIAS_RM": "test --no-run"}, {}),
+    (["b", "-p", "gamma"], {"CARGO_ALIAS_B": "test --no-run"}, {}),
+    (["xt"], {"CARGO_ALIAS_XT": "t -p beta", "CARGO_ALIAS_T": "test --no-run"}, {}),
+    (["test", "--no-run"], {"CARGO_ALIAS_TEST": "test -p alpha"}, {}),
+    (["--config", 'alias.t="test --no-run -p alpha"', "t", "--no-run"], {}, {}),
+    (["tt", "-p", "alpha"], {"CARGO_ALIAS_TT": "test --no-run --"}, {}),
+    (["tt"], {"CARGO_ALIAS_TT": "test --no-run -p alpha --"}, {}),
+    (["ot"], {"CARGO_ALIAS_OT": "--offline test --no-run"}, {}),
+    (["ot", "-p", "beta"], {"CARGO_ALIAS_OT": "--offline test --no-run"}, {}),
+    (["c"], {}, {".cargo/config.toml": 'include = ["more.toml"]\n',
+                 ".cargo/more.toml": '[alias]\nc = "test --no-run --workspace"\n'}),
+    (["c", "--exclude", "beta"], {}, {".cargo/config.toml": 'include = [{ path = "more.toml" }]\n',
+                                      ".cargo/more.toml": '[alias]\nc = "test --no-run --workspace"\n'}),
+    (["test", "--no-run", "-p", "*"], {}, {}),
+    (["test", "--no-run", "-p", "a*", "-p", "g*"], {}, {}),
+    (["test", "--no-run", "--workspace", "-p", "alpha"], {}, {}),
+    (["test", "--no-run", "--workspace", "--exclude", "[ab]*"], {}, {}),
+]
+
+
+@pytest.mark.parametrize(("args", "extra", "files"), CARGO_VERDICTS,
+                         ids=[" ".join(c[0]) + " " + ",".join(f"{k}={v}" for k, v in c[1].items()) + " ".join(c[2])
+                              for c in CARGO_VERDICTS])
+def test_verdict_matches_what_real_cargo_builds(virtual_ws: Path, agent_env: dict[str, str], args: list[str],
+                                                extra: dict[str, str], files: dict[str, str]) -> None:
+    import re
+    import subprocess
+
+    write_tree(virtual_ws, files)
+    env = {**agent_env, **extra}
+    result = subprocess.run(["cargo", *args], cwd=virtual_ws, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    built = sorted(re.findall(r"Executable unittests src/lib.rs \(.*/deps/(\w+)-", result.stderr))
+    assert built
+    decision = build.decide(argv.parse(args), virtual_ws, env).decision
+    assert decision.allowed == (len(built) == 1), (built, decision.reason)
+    if not decision.allowed:
+        assert decision.selected == built
