@@ -228,12 +228,25 @@ class _Scanner:
     nested in `$(...)`, backticks and `<(...)`, which are simple commands of their own.
     In Makefile recipes `$(VAR)`/`${VAR}` are make variables and `$$` is a shell `$`."""
 
+    MAX_DEPTH = 64  # nested `$(`, backticks, `<(`: deeper ones are read as plain text
+
     def __init__(self, text: str, make: bool) -> None:
         self.text = text
         self.make = make
         self.commands: list[list[Word]] = []
+        self.depth = 0
 
     def scan(self, i: int, stop: str | None) -> int:
+        if self.depth >= self.MAX_DEPTH:
+            end = self.text.find(stop, i) if stop is not None else -1
+            return len(self.text) if end < 0 else end + 1
+        self.depth += 1
+        try:
+            return self._scan(i, stop)
+        finally:
+            self.depth -= 1
+
+    def _scan(self, i: int, stop: str | None) -> int:
         text, n = self.text, len(self.text)
         words: list[Word] = []
         chars: list[str] = []
@@ -531,9 +544,12 @@ def _skip_options(words: list[Word], i: int, wrapper: Wrapper) -> tuple[int, Wor
     return i, None, False
 
 
-def invocations(text: str, make: bool = False, nested: bool = False, privileged: bool = False) -> Iterator[Invocation]:
+def invocations(text: str, make: bool = False, nested: int = 0, privileged: bool = False) -> Iterator[Invocation]:
     """Every cargo / cargo-agent command in shell `text`, wherever it stands in command position:
-    after assignments and redirections, reserved words, and command-running wrappers."""
+    after assignments and redirections, reserved words, and command-running wrappers. `nested`
+    counts the `sh -c '...'` strings around `text` (bounded: a hostile file cannot recurse deep)."""
+    if nested > 8:
+        return
     for words in simple_commands(text, make):
         i, under_privilege = 0, privileged
         while i < len(words):
@@ -553,7 +569,7 @@ def invocations(text: str, make: bool = False, nested: bool = False, privileged:
                 if inert:
                     i = len(words)
                 elif holder is not None:
-                    for found in invocations(holder.text, False, True, under_privilege):
+                    for found in invocations(holder.text, False, nested + 1, under_privilege):
                         found.word = Word(found.word.text, holder.start, False)
                         yield found
             else:
@@ -564,7 +580,7 @@ def invocations(text: str, make: bool = False, nested: bool = False, privileged:
         if program is None:
             continue
         fixable = words[i].literal and words[i].text == "cargo" and not under_privilege and not nested
-        yield Invocation(program, words[i], [w.text for w in words[i + 1:]], fixable, nested)
+        yield Invocation(program, words[i], [w.text for w in words[i + 1:]], fixable, bool(nested))
 
 
 # ---- judging one command line ---------------------------------------------------------

@@ -326,3 +326,13 @@ def test_fix_points_at_the_cargo_word(prefix: str, before: str) -> None:
     line = f"{before}{prefix} cargo build -p a"
     [found] = list(lint.invocations(line))
     assert line[found.word.start:].startswith("cargo build")
+
+
+@pytest.mark.parametrize("hostile", ["$(" * 5000 + "cargo build", "`" * 5001 + " cargo build", "<(" * 3000,
+                                     "sh -c " + "'sh -c \"" * 200 + "cargo build", "${" * 4000, '"' + "$(" * 4000],
+                         ids=["subst", "backticks", "process-subst", "sh-c-tower", "braces", "quoted-subst"])
+def test_hostile_nesting_neither_recurses_nor_hangs(tmp_path: Path, hostile: str) -> None:
+    path = tmp_path / "s.sh"
+    path.write_text(hostile + "\n")
+    for finding in lint.lint_file(path):
+        assert finding.code in lint.RULES
