@@ -197,6 +197,10 @@ def check(command: CargoCommand, location: Location | None, config: Config, gues
             else:
                 detail = (f"`{resolved}` selects {len(chosen.packages)} packages ({_listed(chosen.packages)}; "
                           f"{chosen.how}), more than max_packages ({limit})")
+            after = command.expanded_args[parsed.end + 1:]
+            if command.alias_chain and parse_args(after).has(*_SELECTION_OPTIONS):
+                detail += (f" (alias `{command.alias_chain[0]}` holds a `--`: the selection after it goes to the "
+                           "test binaries, not to cargo)")
             found.append(Violation(RULE["unscoped-test"], detail, chosen))
     if all_targets(parsed):
         spelled = "`--all-targets`" if parsed.has("--all-targets") else "naming every target kind"

@@ -210,6 +210,12 @@ def test_refusal_names_the_count_and_the_packages(virtual_ws: Path, agent_env: d
     assert "CARGO_AGENT_MAX_PACKAGES" in decision.error().render()
 
 
+def test_refusal_explains_a_separator_inside_an_alias(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    env = {**agent_env, "CARGO_ALIAS_TT": "test --no-fail-fast --"}
+    reason = build.decide(argv.parse(["tt", "-p", "alpha"]), virtual_ws, env).decision.reason
+    assert "alias `tt` holds a `--`: the selection after it goes to the test binaries" in reason
+
+
 def test_all_targets_refusal_says_how_an_operator_allows_it(single_ws: Path, agent_env: dict[str, str]) -> None:
     message = build.decide(argv.parse(["build", "--all-targets"]), single_ws, agent_env).decision.error().render()
     assert "(rule all-targets)" in message
