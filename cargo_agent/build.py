@@ -60,7 +60,7 @@ def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dr
     slot_settings = slots.resolve(config, env, create=not dry_run)
     shaped = envshape.shape(command, cargo_config, config, child_env, slot_settings.count)
     if config["isolate_cargo_home"] and location is not None:
-        envshape.isolate_cargo_home(shaped, location.workspace.root_manifest.parent)
+        envshape.isolate_cargo_home(shaped, Path(location.workspace.root))
     limit_as = None if _exempt_from_limit(command, config, env) else config["limit_as"]
     cargo = passthrough.find_cargo(env, config["cargo"])
     if dry_run:

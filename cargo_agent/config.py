@@ -316,7 +316,7 @@ def file_layer(name: str, path: Path) -> Layer:
     return table_layer(name, data or {}, str(path))
 
 
-def repo_layer(manifest: Mapping[str, Any] | None, manifest_path: Path | None) -> Layer:
+def repo_layer(manifest: Mapping[str, Any] | None, manifest_path: str | os.PathLike[str] | None) -> Layer:
     if not manifest or manifest_path is None:
         return Layer("repo", {})
     for section in ("workspace", "package"):
@@ -351,7 +351,7 @@ def merge(layers_high_to_low: list[Layer]) -> Config:
 
 
 def load(env: Mapping[str, str], manifest: Mapping[str, Any] | None = None,
-         manifest_path: Path | None = None) -> Config:
+         manifest_path: str | os.PathLike[str] | None = None) -> Config:
     layers = [
         env_layer(env),
         repo_layer(manifest, manifest_path),

@@ -608,7 +608,7 @@ class Context:
         except CargoAgentError:
             found = None
         if found is not None:
-            self.root = found.workspace.root_manifest.parent
+            self.root = Path(found.workspace.root)
             self.location = workspace.locate(self.root, None)
             try:
                 self.config = config.merge([config.repo_layer(found.workspace.root_data,

@@ -9,45 +9,67 @@ dependencies inside the workspace dir). No `cargo metadata`: it costs a second p
 
 from __future__ import annotations
 
-import fnmatch
-import glob
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from cargo_agent.errors import UsageError
 from cargo_agent.tomlfile import read_toml
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# Paths are plain strings, normalised with os.path: this module is on the compiling path, where
+# importing pathlib (and dataclasses) costs more than reading the manifests.
 MANIFEST = "Cargo.toml"
+_join, _norm, _dirname, _isfile = os.path.join, os.path.normpath, os.path.dirname, os.path.isfile
 
 
-@dataclass(frozen=True)
 class Package:
-    name: str
-    manifest: Path
+    __slots__ = ("manifest", "name")
+
+    def __init__(self, name: str, manifest: str) -> None:
+        self.name = name
+        self.manifest = manifest
 
     @property
-    def directory(self) -> Path:
-        return self.manifest.parent
+    def directory(self) -> str:
+        return _dirname(self.manifest)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Package) and (self.name, self.manifest) == (other.name, other.manifest)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.manifest))
+
+    def __repr__(self) -> str:
+        return f"Package({self.name!r}, {self.manifest!r})"
 
 
-@dataclass
 class Workspace:
-    root_manifest: Path
-    root_data: dict[str, Any]
-    members: list[Package] = field(default_factory=list)
-    default_members: list[Package] | None = None
+    __slots__ = ("default_members", "members", "root_data", "root_manifest")
+
+    def __init__(self, root_manifest: str, root_data: dict[str, Any], members: list[Package] | None = None,
+                 default_members: list[Package] | None = None) -> None:
+        self.root_manifest = root_manifest
+        self.root_data = root_data
+        self.members = members if members is not None else []
+        self.default_members = default_members
+
+    @property
+    def root(self) -> str:
+        return _dirname(self.root_manifest)
 
     @property
     def member_names(self) -> list[str]:
         return [p.name for p in self.members]
 
 
-@dataclass
 class Location:
-    manifest: Path  # the manifest cargo starts from
-    workspace: Workspace
+    __slots__ = ("manifest", "workspace")
+
+    def __init__(self, manifest: str, workspace: Workspace) -> None:
+        self.manifest = manifest  # the manifest cargo starts from
+        self.workspace = workspace
 
     @property
     def package(self) -> Package | None:
@@ -55,7 +77,7 @@ class Location:
         return next((p for p in self.workspace.members if p.manifest == self.manifest), None)
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _read_manifest(path: str) -> dict[str, Any]:
     data = read_toml(path)
     assert data is not None
     package = data.get("package")
@@ -67,77 +89,95 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-def _package_name(path: Path, data: dict[str, Any]) -> str:
+def _package_name(path: str, data: dict[str, Any]) -> str:
     name = data.get("package", {}).get("name")
     if not isinstance(name, str) or not name:
         raise UsageError(f"malformed manifest {path}: `package.name` is missing or not a string")
     return name
 
 
-def find_manifest(start: Path) -> Path | None:
-    for directory in [start, *start.parents]:
-        candidate = directory / MANIFEST
-        if candidate.is_file():
+def _parents(path: str) -> list[str]:
+    """The ancestors of an absolute, normalised path, nearest first (like Path.parents)."""
+    found: list[str] = []
+    while True:
+        parent = _dirname(path)
+        if parent == path:
+            return found
+        found.append(parent)
+        path = parent
+
+
+def _within(path: str, directory: str) -> bool:
+    """`path` is `directory` or below it."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def find_manifest(start: str) -> str | None:
+    for directory in [start, *_parents(start)]:
+        candidate = _join(directory, MANIFEST)
+        if _isfile(candidate):
             return candidate
     return None
 
 
-def _string_list(data: dict[str, Any], key: str, path: Path) -> list[str]:
+def _string_list(data: dict[str, Any], key: str, path: str) -> list[str]:
     value = data.get("workspace", {}).get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise UsageError(f"malformed manifest {path}: `workspace.{key}` is not a list of strings")
     return value
 
 
-def _expand(root: Path, patterns: list[str]) -> list[Path]:
-    dirs: list[Path] = []
+def _expand(root: str, patterns: list[str]) -> list[str]:
+    dirs: list[str] = []
     for pattern in patterns:
-        if glob.has_magic(pattern):
+        if is_glob(pattern):
+            import glob
+
             matches = sorted(glob.glob(pattern, root_dir=root))
         else:
             matches = [pattern]
         for match in matches:
-            directory = Path(os.path.normpath(root / match))
-            if (directory / MANIFEST).is_file() and directory not in dirs:
+            directory = _norm(_join(root, match))
+            if _isfile(_join(directory, MANIFEST)) and directory not in dirs:
                 dirs.append(directory)
     return dirs
 
 
-def _path_dependencies(directory: Path, data: dict[str, Any]) -> list[Path]:
+def _path_dependencies(directory: str, data: dict[str, Any]) -> list[str]:
     tables: list[Any] = [data.get(k, {}) for k in ("dependencies", "dev-dependencies", "build-dependencies")]
     for target in data.get("target", {}).values() if isinstance(data.get("target"), dict) else []:
         if isinstance(target, dict):
             tables += [target.get(k, {}) for k in ("dependencies", "dev-dependencies", "build-dependencies")]
-    found = []
+    found: list[str] = []
     for table in tables:
         if not isinstance(table, dict):
             continue
         for spec in table.values():
             if isinstance(spec, dict) and isinstance(spec.get("path"), str):
-                found.append(Path(os.path.normpath(directory / spec["path"])))
+                found.append(_norm(_join(directory, spec["path"])))
     return found
 
 
-def load_workspace(root_manifest: Path, root_data: dict[str, Any]) -> Workspace:
-    root = root_manifest.parent
-    excluded = [Path(os.path.normpath(root / e)) for e in _string_list(root_data, "exclude", root_manifest)]
+def load_workspace(root_manifest: str, root_data: dict[str, Any]) -> Workspace:
+    root = _dirname(root_manifest)
+    excluded = [_norm(_join(root, e)) for e in _string_list(root_data, "exclude", root_manifest)]
     workspace = Workspace(root_manifest, root_data)
     queue = _expand(root, _string_list(root_data, "members", root_manifest))
     if "package" in root_data:
         queue.insert(0, root)
-    seen: set[Path] = set()
+    seen: set[str] = set()
     while queue:
         directory = queue.pop(0)
-        if directory in seen or any(directory == e or e in directory.parents for e in excluded):
+        if directory in seen or any(_within(directory, e) for e in excluded):
             continue
         seen.add(directory)
-        manifest = directory / MANIFEST
+        manifest = _join(directory, MANIFEST)
         data = root_data if manifest == root_manifest else _read_manifest(manifest)
         if "package" not in data:
             continue
         workspace.members.append(Package(_package_name(manifest, data), manifest))
         queue += [d for d in _path_dependencies(directory, data)
-                  if (root == d or root in d.parents) and (d / MANIFEST).is_file()]
+                  if _within(d, root) and _isfile(_join(d, MANIFEST))]
     defaults = root_data.get("workspace", {}).get("default-members")
     if defaults is not None:
         default_dirs = _expand(root, _string_list(root_data, "default-members", root_manifest))
@@ -145,15 +185,17 @@ def load_workspace(root_manifest: Path, root_data: dict[str, Any]) -> Workspace:
     return workspace
 
 
-def _is_member(workspace: Workspace, manifest: Path) -> bool:
+def _is_member(workspace: Workspace, manifest: str) -> bool:
     return any(p.manifest == manifest for p in workspace.members)
 
 
-def locate(cwd: Path, manifest_path: str | None) -> Location | None:
-    """The manifest and workspace cargo would use; None when there is no Cargo.toml at all."""
+def locate(cwd: str | os.PathLike[str], manifest_path: str | None) -> Location | None:
+    """The manifest and workspace cargo would use; None when there is no Cargo.toml at all.
+    `cwd` is absolute."""
+    cwd = _norm(os.fspath(cwd))
     if manifest_path is not None:
-        manifest = Path(os.path.normpath(cwd / manifest_path))
-        if not manifest.is_file():
+        manifest = _norm(_join(cwd, manifest_path))
+        if not _isfile(manifest):
             raise UsageError(f"manifest path `{manifest_path}` does not exist")
     else:
         found = find_manifest(cwd)
@@ -164,11 +206,11 @@ def locate(cwd: Path, manifest_path: str | None) -> Location | None:
     if "workspace" in data:
         return Location(manifest, load_workspace(manifest, data))
     pointer = data.get("package", {}).get("workspace")
-    candidates: list[Path] = []
+    candidates: list[str] = []
     if isinstance(pointer, str):
-        candidates = [Path(os.path.normpath(manifest.parent / pointer / MANIFEST))]
+        candidates = [_norm(_join(_dirname(manifest), pointer, MANIFEST))]
     else:
-        candidates = [d / MANIFEST for d in manifest.parent.parents if (d / MANIFEST).is_file()]
+        candidates = [_join(d, MANIFEST) for d in _parents(_dirname(manifest)) if _isfile(_join(d, MANIFEST))]
     for candidate in candidates:
         root_data = _read_manifest(candidate)
         if "workspace" not in root_data:
@@ -209,17 +251,21 @@ def match_packages(workspace: Workspace, specs: list[str]) -> list[str]:
     names: list[str] = []
     for spec in specs:
         if is_glob(spec):
+            import fnmatch
+
             names += [n for n in workspace.member_names if fnmatch.fnmatchcase(n, spec) and n not in names]
         elif spec_name(spec) not in names:
             names.append(spec_name(spec))
     return names
 
 
-@dataclass(frozen=True)
 class Selection:
-    packages: list[str]
-    how: str  # why this is the selection, for messages
-    open: bool = False  # may hold more packages than `packages` (a workspace nobody could read)
+    __slots__ = ("how", "open", "packages")
+
+    def __init__(self, packages: list[str], how: str, open: bool = False) -> None:
+        self.packages = packages
+        self.how = how  # why this is the selection, for messages
+        self.open = open  # may hold more packages than `packages` (a workspace nobody could read)
 
 
 def selection(location: Location, packages: list[str], workspace_flag: bool,
@@ -240,5 +286,5 @@ def selection(location: Location, packages: list[str], workspace_flag: bool,
     if at_root and workspace.default_members is not None:
         return Selection([p.name for p in workspace.default_members], "default-members")
     if package is not None:
-        return Selection([package.name], "the package at " + str(location.manifest.parent))
+        return Selection([package.name], "the package at " + _dirname(location.manifest))
     return Selection(workspace.member_names, "all members of the virtual workspace")
