@@ -20,40 +20,55 @@ Aliases are read as cargo reads them: from files and `CARGO_ALIAS_<NAME>`, never
 from __future__ import annotations
 
 import os
-import stat
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from cargo_agent.errors import UsageError
+from cargo_agent.locations import cargo_home
 from cargo_agent.tomlfile import TOMLDecodeError, loads, read_toml
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
-def cargo_home(env: Mapping[str, str]) -> Path:
-    from cargo_agent import locations
-
-    return Path(locations.cargo_home(env))
+# Paths are plain strings (os.path): this module is on the compiling path, where importing
+# pathlib and dataclasses costs more than reading the files.
 
 
-def config_files(cwd: Path, env: Mapping[str, str], home: bool = True) -> list[Path]:
+def _ancestry(directory: str) -> list[str]:
+    """`directory` and its ancestors up to `/`, nearest first."""
+    found = [directory]
+    while (parent := os.path.dirname(found[-1])) != found[-1]:
+        found.append(parent)
+    return found
+
+
+def join(base: str, relative: str) -> str:
+    """`base / relative` as pathlib joins them (and as cargo resolves an include): `.` and empty
+    parts dropped, `..` kept, no symlink resolved."""
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    start = "/" if relative.startswith("/") else base
+    return os.path.join(start, *parts) if parts else start
+
+
+def config_files(cwd: str | os.PathLike[str], env: Mapping[str, str], home: bool = True) -> list[str]:
     """Config files cargo reads, highest precedence first (without their includes)."""
-    found: list[Path] = []
-    seen_dirs: set[Path] = set()
-    for directory in [cwd, *cwd.parents]:
-        seen_dirs.add(directory / ".cargo")
-        found += _config_in(directory / ".cargo")
-    cargo_home_dir = cargo_home(env)
+    found: list[str] = []
+    seen_dirs: set[str] = set()
+    for directory in _ancestry(os.path.normpath(os.fspath(cwd))):
+        dot_cargo = os.path.join(directory, ".cargo")
+        seen_dirs.add(dot_cargo)
+        found += _config_in(dot_cargo)
+    cargo_home_dir = os.path.normpath(cargo_home(env))
     if home and cargo_home_dir not in seen_dirs:
         found += _config_in(cargo_home_dir)
     return found
 
 
-def _config_in(directory: Path) -> list[Path]:
+def _config_in(directory: str) -> list[str]:
     # cargo prefers the legacy extension-less name when both exist.
     for name in ("config", "config.toml"):
-        candidate = directory / name
-        if candidate.is_file():
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate):
             return [candidate]
     return []
 
@@ -121,9 +136,11 @@ def _include_items(raw: object, where: str) -> list[tuple[str, bool]]:
     return items
 
 
-def _read_included(path: Path, raw: str, where: str) -> dict[str, Any] | None:
+def _read_included(path: str, raw: str, where: str) -> dict[str, Any] | None:
     """An included file's table; None when it does not exist. Only regular files are read, so
     a FIFO planted where an include points cannot hang the gate."""
+    import stat
+
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -140,7 +157,7 @@ def _read_included(path: Path, raw: str, where: str) -> dict[str, Any] | None:
         raise UsageError(f"failed to load config include `{raw}` from `{where}`: {err.message}") from None
 
 
-def resolve_includes(data: dict[str, Any], base: Path, where: str, seen: set[Path]) -> dict[str, Any]:
+def resolve_includes(data: dict[str, Any], base: str, where: str, seen: set[str]) -> dict[str, Any]:
     """`data` with its `include` list followed: the included tables merged first, in order,
     then `data` itself. `base` is the directory relative paths start from; `seen` holds every
     file already loaded for the same top-level file."""
@@ -152,7 +169,7 @@ def resolve_includes(data: dict[str, Any], base: Path, where: str, seen: set[Pat
         if not raw.endswith(".toml"):
             raise UsageError(f"expected a config include path ending with `.toml`, but found `{raw}` "
                              f"from `{where}`")
-        path = base / raw  # like cargo: `.` dropped, `..` kept, no symlinks resolved
+        path = join(base, raw)  # like cargo: `.` dropped, `..` kept, no symlinks resolved
         if path in seen:
             raise UsageError(f"config `include` cycle detected with path `{path}`")
         included = _read_included(path, raw, where)
@@ -162,16 +179,16 @@ def resolve_includes(data: dict[str, Any], base: Path, where: str, seen: set[Pat
             raise UsageError(f"failed to load config include `{raw}` from `{where}`: "
                              f"cannot read {path}: no such file")
         seen.add(path)
-        merge_into(merged, resolve_includes(included, path.parent, str(path), seen))
+        merge_into(merged, resolve_includes(included, os.path.dirname(path), path, seen))
     return merge_into(merged, data)
 
 
-def load_file(path: Path) -> dict[str, Any]:
+def load_file(path: str) -> dict[str, Any]:
     """One config file with its includes."""
-    return resolve_includes(read_toml(path) or {}, path.parent, str(path), {path})
+    return resolve_includes(read_toml(path) or {}, os.path.dirname(path), path, {path})
 
 
-def parse_cli_config(value: str, cwd: Path) -> dict[str, Any] | None:
+def parse_cli_config(value: str, cwd: str) -> dict[str, Any] | None:
     """A `--config` value: `KEY=VALUE` in TOML dotted form, or a path to a TOML file.
     None when it is neither; cargo will say what is wrong with it."""
     try:
@@ -180,19 +197,22 @@ def parse_cli_config(value: str, cwd: Path) -> dict[str, Any] | None:
         pass
     else:
         return resolve_includes(data, cwd, f"--config {value}", set())
-    path = cwd / value
-    if path.is_file():
+    path = join(cwd, value)
+    if os.path.isfile(path):
         return load_file(path)
     return None
 
 
 # ---- the merged view --------------------------------------------------------------------
 
-@dataclass
 class CargoConfig:
-    data: dict[str, Any] = field(default_factory=dict)  # files, then --config values
-    files: list[Path] = field(default_factory=list)  # highest precedence first (without includes)
-    file_data: dict[str, Any] = field(default_factory=dict)  # files only: where aliases come from
+    __slots__ = ("data", "file_data", "files")
+
+    def __init__(self, data: dict[str, Any] | None = None, files: list[str] | None = None,
+                 file_data: dict[str, Any] | None = None) -> None:
+        self.data = data if data is not None else {}  # files, then --config values
+        self.files = files if files is not None else []  # highest precedence first (without includes)
+        self.file_data = file_data if file_data is not None else {}  # files only: where aliases come from
 
     def get(self, dotted: str) -> Any:
         node: Any = self.data
@@ -219,9 +239,11 @@ class CargoConfig:
         return from_env.split() if from_env is not None else None
 
 
-def load(cwd: Path, env: Mapping[str, str], cli_configs: Sequence[str] = (), home: bool = True) -> CargoConfig:
+def load(cwd: str | os.PathLike[str], env: Mapping[str, str], cli_configs: Sequence[str] = (),
+         home: bool = True) -> CargoConfig:
     """Everything cargo would read; `home=False` leaves out `$CARGO_HOME` (the lint reads a
     repo's own config only)."""
+    cwd = os.fspath(cwd)
     files = config_files(cwd, env, home)
     data: dict[str, Any] = {}
     for path in reversed(files):

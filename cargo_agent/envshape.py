@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cargo_agent import locations, rustcinfo
 from cargo_agent.argv import CargoCommand, Option
-from cargo_agent.cargoconfig import CargoConfig, cargo_home, string_list
+from cargo_agent.cargoconfig import CargoConfig, string_list
 from cargo_agent.config import Config
 from cargo_agent.errors import UsageError
 from cargo_agent.host import cores
@@ -345,7 +345,7 @@ def isolate_cargo_home(shaped: Shaped, workspace_root: Path) -> None:
     import hashlib
     import shutil
 
-    original = cargo_home(shaped.env)
+    original = Path(locations.cargo_home(shaped.env))
     digest = hashlib.sha256(str(workspace_root).encode()).hexdigest()[:16]
     home = Path(locations.cache_dir(shaped.env)) / "homes" / digest
     home.mkdir(parents=True, exist_ok=True)
