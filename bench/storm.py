@@ -167,19 +167,24 @@ def storm(template: Path, work: Path, k: int, prefix: Sequence[str], env: Mappin
     logs = [work / f"{label}-{i}.log" for i in range(k)]
     with Sampler(roots) as sampler:
         start = time.perf_counter()
-        for copy, log in zip(copies, logs, strict=True):
-            with open(log, "wb") as out:
-                proc = subprocess.Popen(command, cwd=copy, env={**env, "CARGO_TARGET_DIR": str(copy / "target")},
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-            procs.append(proc)
-            roots.append(proc.pid)
-        pending = dict(enumerate(procs))
-        while pending:  # each build's own wall time, to 10 ms
-            for i, proc in list(pending.items()):
-                if proc.poll() is not None:
-                    walls[i] = time.perf_counter() - start
-                    del pending[i]
-            time.sleep(0.01)
+        try:
+            for copy, log in zip(copies, logs, strict=True):
+                with open(log, "wb") as out:
+                    proc = subprocess.Popen(command, cwd=copy, stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=subprocess.STDOUT,
+                                            env={**env, "CARGO_TARGET_DIR": str(copy / "target")})
+                procs.append(proc)
+                roots.append(proc.pid)
+            pending = dict(enumerate(procs))
+            while pending:  # each build's own wall time, to 10 ms
+                for i, proc in list(pending.items()):
+                    if proc.poll() is not None:
+                        walls[i] = time.perf_counter() - start
+                        del pending[i]
+                time.sleep(0.01)
+        except BaseException:  # Ctrl-C or a failed launch: leave no build behind
+            _stop(procs, copies)
+            raise
         makespan = time.perf_counter() - start
     codes = [p.returncode for p in procs]
     result: dict[str, Any] = {"k": k, "command": command, "makespan_seconds": makespan, "wall_seconds": walls,
@@ -199,6 +204,39 @@ def lone_build(template: Path, work: Path, prefix: Sequence[str], env: Mapping[s
     result = storm(template, work, 1, prefix, env, cargo_args, label)
     result["wall_seconds"] = result["wall_seconds"][0]
     return result
+
+
+def _stop(procs: Sequence[subprocess.Popen[bytes]], copies: Sequence[Path]) -> None:
+    """SIGTERM every build we started, then SIGKILL what is left after 30 s. A build whose Popen
+    was interrupted before it returned is found as our child running in one of the copies."""
+    import signal
+
+    pids = {p.pid for p in procs if p.poll() is None}
+    places = {str(c) for c in copies}
+    for pid, (_, state, ppid) in _processes().items():
+        if ppid == os.getpid() and state != "Z" and pid not in {p.pid for p in procs}:
+            try:
+                if os.readlink(f"/proc/{pid}/cwd") in places:
+                    pids.add(pid)
+            except OSError:
+                continue
+    deadline = time.monotonic() + 30
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        while pids and (sig == signal.SIGKILL or time.monotonic() < deadline):
+            for pid in list(pids):
+                proc = next((p for p in procs if p.pid == pid), None)
+                try:
+                    done = proc.poll() is not None if proc else os.waitpid(pid, os.WNOHANG)[0] == pid
+                except ChildProcessError:
+                    done = True
+                if done:
+                    pids.discard(pid)
+            time.sleep(0.05)
 
 
 def _first_error(log: Path) -> str:

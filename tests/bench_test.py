@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import alive, wait_for
 
 from bench import __main__ as bench
 from bench import realcrates, storm
@@ -181,3 +183,24 @@ def test_tree_and_job_kinds() -> None:
              13: ("cc", "S", 11), 20: ("rustc", "R", 1)}
     assert storm.tree([10, 99], table) == {10, 11, 12, 13}
     assert [storm.job_kind(table[p][0]) for p in (10, 11, 12)] == [None, "rustc", "build-script"]
+
+
+def test_interrupted_storm_leaves_no_build_behind(tmp_path: Path, reap: list[int]) -> None:
+    template = tmp_path / "template"
+    template.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    driver = (f"from pathlib import Path; import os; from bench import storm\n"
+              f"storm.storm(Path({str(template)!r}), Path({str(work)!r}), 2, "
+              f"['sh', '-c', 'echo $$ > pid; exec sleep 600', 'sh'], dict(os.environ))\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stderr=subprocess.PIPE, text=True)
+    reap.append(proc.pid)
+    pidfiles = [work / f"storm-{i}" / "pid" for i in range(2)]
+    wait_for(lambda: all(p.exists() and p.read_text().strip() for p in pidfiles))
+    builds = [int(p.read_text()) for p in pidfiles]
+    reap.extend(builds)
+    os.kill(proc.pid, signal.SIGINT)  # the driver only, as a harness would: not the builds' group
+    _, err = proc.communicate(timeout=60)
+    assert "KeyboardInterrupt" in err
+    wait_for(lambda: not any(alive(pid) for pid in builds), limit=30)
