@@ -1,9 +1,11 @@
-"""Benchmarks: `python -m bench [--quick]`. Every figure is a median with spread (p10..p90) over
-several runs, printed beside a baseline measured in the same run, and written to
-bench/results.json. Not tests: nothing here asserts a time."""
+"""Benchmarks: `python -m bench [--quick] [--only NAME] [--save | --out PATH]`. Every figure is a median
+with spread (p10..p90) over several runs, printed beside a baseline measured in the same run, and
+written to bench/out/results.json (ignored by git); `--save` writes the tracked bench/results.json
+that the docs quote. Not tests: nothing here asserts a time."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -14,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -235,50 +238,187 @@ def wrapper_rss(env: dict[str, str], venv: Path, work: Path) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
 
 
-def main() -> None:
-    quick = "--quick" in sys.argv
-    runs = 10 if quick else 30
+def real_storm(env: dict[str, str], venv: Path, work: Path, quick: bool) -> dict[str, Any]:
+    """Clean builds of the real-crate fixture (bench/realcrates.py): one lone build, then K concurrent
+    builds in separate copies, for bare cargo and for cargo-agent with today's settings."""
+    from bench import realcrates, storm
+
+    template = work / "realcrates"
+    try:
+        fixture = realcrates.prepare(template, members=3 if quick else 4)
+    except realcrates.Unavailable as e:
+        print(f"bench: storm skipped: {e}", file=sys.stderr)
+        return {"skipped": str(e)}
+    k = 2 if quick else 4
+    agent_env = {**env, "CARGO_AGENT_LOCK_DIR": str(work / "realstorm-locks")}
+    rows = {"bare cargo": ([shutil.which("cargo") or "cargo"], env),
+            "cargo-agent": ([str(venv / "bin" / "cargo-agent")], agent_env)}
+    results: dict[str, Any] = {"fixture": fixture, "cargo_args": list(storm.DEFAULT_ARGS), "k": k,
+                               "lone": {}, "storm": {}}
+    for name, (prefix, run_env) in rows.items():
+        label = name.split()[-1]
+        results["lone"][name] = storm.lone_build(template, work, prefix, run_env, label=f"lone-{label}")
+    for name, (prefix, run_env) in rows.items():
+        label = name.split()[-1]
+        results["storm"][name] = storm.storm(template, work, k, prefix, run_env, label=f"storm-{label}")
+    return results
+
+
+# Every section: (needs the venv, how to run it). `--only NAME` picks sections by these names,
+# which are also the keys in the results file.
+SECTIONS: dict[str, tuple[bool, Callable[[dict[str, Any]], Any]]] = {
+    "machine": (False, lambda ctx: machine()),
+    "passthrough": (True, lambda ctx: passthrough(ctx["runs"], ctx["env"], ctx["venv"], ctx["work"])),
+    "imports_us": (True, lambda ctx: import_breakdown(ctx["venv"])),
+    "handoff": (True, lambda ctx: handoff(8 if ctx["quick"] else 16, ctx["env"], ctx["venv"], ctx["work"])),
+    "makespan": (True, lambda ctx: makespan(ctx["env"], ctx["venv"], ctx["work"])),
+    "wrapper_rss_bytes": (True, lambda ctx: wrapper_rss(ctx["env"], ctx["venv"], ctx["work"])),
+    "build_storm": (True, lambda ctx: build_storm(ctx["env"], ctx["venv"], ctx["work"], 3 if ctx["quick"] else 6)),
+    "storm": (True, lambda ctx: real_storm(ctx["env"], ctx["venv"], ctx["work"], ctx["quick"])),
+}
+
+SAVED = REPO / "bench" / "results.json"  # tracked: the figures docs/performance.md quotes
+UNSAVED = REPO / "bench" / "out" / "results.json"  # ignored by git
+
+
+def machine() -> dict[str, Any]:
+    cargo = subprocess.run([shutil.which("cargo") or "cargo", "--version"], capture_output=True, text=True,
+                           check=False).stdout.strip()
+    return {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "cargo": cargo, "date": time.strftime("%Y-%m-%d")}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and smaller storms")
+    parser.add_argument("--only", action="append", metavar="NAME", default=[],
+                        help=f"run only these sections (repeat or comma-separate): {', '.join(SECTIONS)}")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--save", action="store_true",
+                       help=f"write the tracked {SAVED.relative_to(REPO)} (with --only: update those sections)")
+    where.add_argument("--out", type=Path, metavar="PATH", help=f"write here (default {UNSAVED.relative_to(REPO)})")
+    args = parser.parse_args(argv)
+    only = [name for value in args.only for name in value.split(",") if name]
+    unknown = [name for name in only if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r}; accepted: {', '.join(SECTIONS)}")
+    args.only = only
+    return args
+
+
+def selected(args: argparse.Namespace) -> list[str]:
+    """Section names to run, in table order; the machine description always comes along."""
+    return [name for name in SECTIONS if not args.only or name in args.only or name == "machine"]
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    """Where results go: the tracked file only when asked with --save, so a bench run leaves
+    `git status` clean."""
+    if args.out is not None:
+        return Path(args.out)
+    return SAVED if args.save else UNSAVED
+
+
+def merged(previous: dict[str, Any], results: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """`--save --only`: replace the chosen sections of the saved file and keep the rest."""
+    combined = {**previous, **{name: results[name] for name in names}}
+    combined["modes"] = {**previous.get("modes", {}), **results["modes"]}
+    return combined
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = selected(args)
+    mode = "quick" if args.quick else "full"
     work = Path(tempfile.mkdtemp(prefix="cargo-agent-bench-"))
     try:
-        venv = make_venv(work)
-        env = base_env(work)
-        results: dict[str, Any] = {
-            "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                        "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")},
-            "mode": "quick" if quick else "full",
-            "passthrough": passthrough(runs, env, venv, work),
-            "imports_us": import_breakdown(venv),
-            "handoff": handoff(8 if quick else 16, env, venv, work),
-            "makespan": makespan(env, venv, work),
-            "wrapper_rss_bytes": wrapper_rss(env, venv, work),
-        }
-        results["build_storm"] = build_storm(env, venv, work, 3 if quick else 6)
+        ctx: dict[str, Any] = {"quick": args.quick, "runs": 10 if args.quick else 30, "work": work,
+                               "env": base_env(work)}
+        if any(SECTIONS[name][0] for name in names):
+            ctx["venv"] = make_venv(work)
+        results: dict[str, Any] = {"mode": mode, "modes": {name: mode for name in names if name != "machine"}}
+        for name in names:
+            results[name] = SECTIONS[name][1](ctx)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
+    out = output_path(args)
+    if args.only and args.save and out.exists():
+        results = merged(json.loads(out.read_text()), results, names)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results, names)
+    print(f"\nresults written to {out}" + ("" if args.save or args.out else " (not tracked; --save to keep them)"))
+    return 0
 
 
-def print_table(results: dict[str, Any]) -> None:
-    for group, rows in results["passthrough"].items():
+def _print_passthrough(section: dict[str, Any]) -> None:
+    for group, rows in section.items():
         print(f"\n{group}")
         for name, row in rows.items():
             print(f"  {name:42s} median {row['median'] * 1000:7.1f} ms  (p10 {row['p10'] * 1000:.1f}, "
                   f"p90 {row['p90'] * 1000:.1f})  {row['ratio']:.2f}x")
+
+
+def _print_handoff(section: dict[str, Any]) -> None:
     print("\nslot handoff: release -> next admission, with a waiter queued")
-    for name, row in results["handoff"].items():
+    for name, row in section.items():
         print(f"  {name:42s} p50 {row['median'] * 1000:7.1f} ms  p99 {row['p99'] * 1000:7.1f} ms  "
               f"FIFO {row['fifo']}  (n={row['n']})")
-    m = results["makespan"]
+
+
+def _print_makespan(m: dict[str, Any]) -> None:
     print(f"\nmakespan of 16 jobs on 2 slots: {m['makespan']:.2f} s vs ideal {m['ideal']:.2f} s = {m['ratio']:.3f}x "
           f"(median per-job overhead {m['overhead_per_job'] * 1000:.0f} ms)")
+
+
+def _print_build_storm(section: dict[str, Any]) -> None:
     print("\nbuild storm (concurrent test -p, one target dir each)")
-    for name, row in results["build_storm"].items():
+    for name, row in section.items():
         print(f"  {name:42s} wall {row['wall_seconds']:6.1f} s  peak host memory "
               f"{row['peak_host_memory_bytes'] / (1 << 30):.2f} GiB  exits {row['exit_codes']}")
-    print(f"\nwrapper RSS while holding a slot: {results['wrapper_rss_bytes'] / (1 << 20):.1f} MiB")
-    print("imports of `cargo-agent version` (us, self):", results["imports_us"])
+
+
+def _storm_row(name: str, row: dict[str, Any], wall: float) -> str:
+    gib = 1 << 30
+    return (f"  {name:14s} {wall:6.1f} s  jobs {row['peak_jobs']:2d} (rustc {row['peak_rustc']}, "
+            f"scripts {row['peak_build_scripts']})  tree RSS {row['peak_tree_rss_bytes'] / gib:.2f} GiB  "
+            f"host +{row['peak_host_above_baseline_bytes'] / gib:.2f} GiB  exits {row['exit_codes']}"
+            + (f"\n    {row['first_failure']}" if "first_failure" in row else ""))
+
+
+def _print_storm(section: dict[str, Any]) -> None:
+    if "skipped" in section:
+        print(f"\nreal-crate storm skipped: {section['skipped']}")
+        return
+    fixture = section["fixture"]
+    print(f"\nreal-crate fixture: {fixture['members']} members, {len(fixture['versions'])} registry crates, "
+          f"`cargo {' '.join(section['cargo_args'])}`; peaks are concurrent rustc/build-script processes, "
+          "summed RSS of the build trees, host memory above the level at launch")
+    print("  lone clean build:")
+    for name, row in section["lone"].items():
+        print(_storm_row(name, row, row["wall_seconds"]))
+    print(f"  {section['k']} concurrent clean builds (makespan):")
+    for name, row in section["storm"].items():
+        print(_storm_row(name, row, row["makespan_seconds"]))
+
+
+def print_table(results: dict[str, Any], names: list[str]) -> None:
+    printers: dict[str, Callable[[Any], None]] = {
+        "passthrough": _print_passthrough,
+        "handoff": _print_handoff,
+        "makespan": _print_makespan,
+        "build_storm": _print_build_storm,
+        "wrapper_rss_bytes": lambda v: print(f"\nwrapper RSS while holding a slot: {v / (1 << 20):.1f} MiB"),
+        "imports_us": lambda v: print("imports of `cargo-agent version` (us, self):", v),
+        "storm": _print_storm,
+        "machine": lambda v: print(f"machine: {v['cores']} cores, {v['cargo']}, Python {v['python']}, "
+                                   f"{results['mode']} mode"),
+    }
+    for name in ("machine", "passthrough", "handoff", "makespan", "build_storm", "wrapper_rss_bytes",
+                 "imports_us", "storm"):
+        if name in names:
+            printers[name](results[name])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
