@@ -84,6 +84,31 @@ def passthrough(runs: int, env: dict[str, str], venv: Path, work: Path) -> dict[
     return results
 
 
+def compiling_path(runs: int, env: dict[str, str], venv: Path) -> dict[str, Any]:
+    """The fixed cost of a compiling command: a no-op `check -p alpha` of the built demo, bare
+    cargo and cargo-agent interleaved (A B A B ...), so drifting machine speed hits both alike.
+    The fixed cost is the median of the pairwise differences."""
+    cargo = shutil.which("cargo") or "cargo"
+    agent = str(venv / "bin" / "cargo-agent")
+    command = ["check", "-p", "alpha", "-q"]
+    for program in (cargo, agent, agent):  # build once, then warm both paths and the caches
+        subprocess.run([program, *command], cwd=DEMO, env=env, check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bare_samples: list[float] = []
+    agent_samples: list[float] = []
+    for _ in range(runs):
+        for program, samples in ((cargo, bare_samples), (agent, agent_samples)):
+            start = time.perf_counter()
+            subprocess.run([program, *command], cwd=DEMO, env=env, check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            samples.append(time.perf_counter() - start)
+    differences = [a - b for a, b in zip(agent_samples, bare_samples, strict=True)]
+    bare, through = summary(bare_samples), summary(agent_samples)
+    return {"bare cargo": bare, "cargo-agent (venv)": through,
+            "fixed_cost_ms": statistics.median(differences) * 1000,
+            "ratio": through["median"] / bare["median"]}
+
+
 def import_breakdown(venv: Path) -> dict[str, int]:
     """Self import time (us) of the modules `cargo-agent version` loads, largest first."""
     # From the demo dir: run from the repo, `import cargo_agent` would find the source tree instead.
@@ -269,6 +294,7 @@ def real_storm(env: dict[str, str], venv: Path, work: Path, quick: bool) -> dict
 SECTIONS: dict[str, tuple[bool, Callable[[dict[str, Any]], Any]]] = {
     "machine": (False, lambda ctx: machine()),
     "passthrough": (True, lambda ctx: passthrough(ctx["runs"], ctx["env"], ctx["venv"], ctx["work"])),
+    "compiling_path": (True, lambda ctx: compiling_path(20 if ctx["quick"] else 60, ctx["env"], ctx["venv"])),
     "imports_us": (True, lambda ctx: import_breakdown(ctx["venv"])),
     "handoff": (True, lambda ctx: handoff(8 if ctx["quick"] else 16, ctx["env"], ctx["venv"], ctx["work"])),
     "makespan": (True, lambda ctx: makespan(ctx["env"], ctx["venv"], ctx["work"])),
@@ -402,9 +428,17 @@ def _print_storm(section: dict[str, Any]) -> None:
         print(_storm_row(name, row, row["makespan_seconds"]))
 
 
+def _print_compiling_path(section: dict[str, Any]) -> None:
+    bare, through = section["bare cargo"], section["cargo-agent (venv)"]
+    print(f"\nno-op check -p alpha, interleaved ({bare['n']} pairs): bare cargo {bare['median'] * 1000:.1f} ms, "
+          f"cargo-agent {through['median'] * 1000:.1f} ms: fixed cost {section['fixed_cost_ms']:.1f} ms, "
+          f"{section['ratio']:.2f}x")
+
+
 def print_table(results: dict[str, Any], names: list[str]) -> None:
     printers: dict[str, Callable[[Any], None]] = {
         "passthrough": _print_passthrough,
+        "compiling_path": _print_compiling_path,
         "handoff": _print_handoff,
         "makespan": _print_makespan,
         "build_storm": _print_build_storm,
@@ -414,7 +448,7 @@ def print_table(results: dict[str, Any], names: list[str]) -> None:
         "machine": lambda v: print(f"machine: {v['cores']} cores, {v['cargo']}, Python {v['python']}, "
                                    f"{results['mode']} mode"),
     }
-    for name in ("machine", "passthrough", "handoff", "makespan", "build_storm", "wrapper_rss_bytes",
+    for name in ("machine", "passthrough", "compiling_path", "handoff", "makespan", "build_storm", "wrapper_rss_bytes",
                  "imports_us", "storm"):
         if name in names:
             printers[name](results[name])
