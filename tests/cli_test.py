@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_CARGO, RunAgent, crate, write_tree
+from conftest import FAKE_CARGO, RunAgent, agent_command, crate, write_tree
 
 from cargo_agent import cli
 
@@ -210,3 +211,81 @@ def test_agent_help_lists_own_options_only(virtual_ws: Path, run_agent: RunAgent
     assert result.returncode == 0
     for option in ("--dry-run", "--json", "--status", "--doctor", "--install-shim", "--agent-version"):
         assert option in result.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["help"], []])
+def test_cargo_help_is_cargos_then_one_note_pointing_to_agent_help(virtual_ws: Path, run_agent: RunAgent,
+                                                                   agent_env: dict[str, str],
+                                                                   args: list[str]) -> None:
+    result = run_agent(*args, cwd=virtual_ws)
+    bare = subprocess.run(["cargo", *args], cwd=virtual_ws, env=agent_env, capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (bare.returncode, bare.stdout)
+    assert result.stderr.splitlines() == ["note: cargo-agent's own options (--dry-run, --status, --doctor, ...): "
+                                          "cargo-agent --agent-help"]
+
+
+def test_cargo_help_through_the_shim_says_this_cargo_is_cargo_agent(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("--help", cwd=virtual_ws, extra_env={"CARGO_AGENT_INVOKED_AS": "cargo"})
+    assert result.returncode == 0 and "Usage: cargo" in result.stdout
+    assert result.stderr.splitlines() == ["note: this `cargo` runs through cargo-agent; its own options: "
+                                          "cargo-agent --agent-help"]
+
+
+@pytest.mark.parametrize("args", [["help", "build"], ["build", "--help"], ["--version"]])
+def test_other_help_and_version_get_no_note(virtual_ws: Path, run_agent: RunAgent, args: list[str]) -> None:
+    result = run_agent(*args, cwd=virtual_ws)
+    assert result.returncode == 0 and result.stdout and "agent-help" not in result.stderr  # (man may warn)
+
+
+def test_cargo_helps_exit_code_comes_back(virtual_ws: Path, run_agent: RunAgent,
+                                         fake_cargo_env: dict[str, str]) -> None:
+    result = run_agent("--help", cwd=virtual_ws, env=fake_cargo_env, extra_env={"FAKE_EXIT": "3"})
+    assert result.returncode == 3
+
+
+def test_agent_help_shows_usage_settings_and_docs(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("--agent-help", cwd=virtual_ws)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("Usage: cargo-agent [OPTIONS] [CARGO ARGS]...\n")
+    assert "docs/configuration.md" in result.stdout and "CARGO_AGENT_*" in result.stdout
+    assert "Docs: " in result.stdout
+
+
+@pytest.mark.parametrize(("args", "unexpected"), [
+    (["--json"], "'--json'"),
+    (["--doctor", "build"], "'build'"),
+    (["--status", "build"], "'build'"),
+    (["--agent-version", "build"], "'build'"),
+])
+def test_extra_arguments_are_one_line_errors(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str],
+                                             args: list[str], unexpected: str) -> None:
+    result = run_agent(*args, cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unexpected argument " + unexpected)
+    assert not Path(fake_cargo_env["FAKE_LOG"]).exists()
+
+
+@pytest.mark.parametrize("args", [["--status"], ["--status", "--json"], ["--agent-help"], ["--agent-version"],
+                                  ["--dry-run", "build", "-p", "alpha"]])
+def test_a_closed_pipe_stops_quietly_like_cargo(virtual_ws: Path, agent_env: dict[str, str],
+                                                args: list[str]) -> None:
+    """The reader is gone before the first write: a real pipe whose read end is closed."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        ours = subprocess.run(agent_command(*args), cwd=virtual_ws, env=agent_env, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+        cargos = subprocess.run(["cargo", "--list"], cwd=virtual_ws, env=agent_env, stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (cargos.returncode, cargos.stderr) == (0, "")  # the convention we follow
+    assert (ours.returncode, ours.stderr) == (0, "")
+
+
+def test_status_into_head_exits_0_through_a_shell_pipe(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    script = f"{shlex.join(agent_command('--status'))} | head -1; exit ${{PIPESTATUS[0]}}"
+    result = subprocess.run(["bash", "-c", script], cwd=virtual_ws, env=agent_env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stderr == "" and result.stdout.startswith("slots: ")
