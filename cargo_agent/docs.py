@@ -41,8 +41,11 @@ Layers, highest precedence first:
 5. the defaults below.
 
 Host resources are the exception: `slots` may only be *lowered* by the environment, repo or user
-layers, never raised above the host's count; a `lock_dir` set in the host file cannot be moved by
-them. A bad value exits 2 with one line naming the setting, where it came from and what is accepted.
+layers, never raised above the host's count (a higher request runs with the host's count and one
+`warning:` line says so); a `lock_dir` set in the host file cannot be moved by them. A bad value
+exits 2 with one line naming the setting, where it came from and what is accepted; so do values
+that contradict each other once the layers are merged (`mem_kill` below `mem_high`), and an
+unknown key (with the closest known key when there is one).
 
 | key | env var | accepts | default | meaning |
 |---|---|---|---|---|

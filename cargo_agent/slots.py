@@ -94,8 +94,16 @@ def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> Slot
         ceiling, formula = stored, f"{stored}, from {lock_dir / 'slots'} (shared by every wrapper on the host)"
     requested = config["slots"]
     count = min(ceiling, requested) if requested else ceiling
+    if requested and requested > ceiling:
+        _say_clamped(config, requested, ceiling)
     return SlotSettings(lock_dir, count, ceiling, shared, formula, float(config["mem_high"]),
                         config["mem_kill"], config["wait_timeout"])
+
+
+def _say_clamped(config: Config, requested: int, ceiling: int) -> None:
+    """A lower-trust layer may lower the slot count, never raise it: say so when it tried."""
+    sys.stderr.write(f"warning: cargo-agent: {config.origins['slots']} asks for {requested} slots but the host "
+                     f"has {ceiling}; using {ceiling}\n")
 
 
 # ---- holders -------------------------------------------------------------------------

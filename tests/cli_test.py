@@ -289,3 +289,68 @@ def test_status_into_head_exits_0_through_a_shell_pipe(virtual_ws: Path, agent_e
     result = subprocess.run(["bash", "-c", script], cwd=virtual_ws, env=agent_env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and result.stderr == "" and result.stdout.startswith("slots: ")
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    ("env", "error: mem_kill 80% (CARGO_AGENT_MEM_KILL) is below mem_high 90% (CARGO_AGENT_MEM_HIGH): "
+            "expected mem_kill >= mem_high, or mem_kill 'off'"),
+    ("host", "error: mem_kill 80% ({host}:mem_kill) is below mem_high 90% ({host}:mem-high): "
+             "expected mem_kill >= mem_high, or mem_kill 'off'"),
+    ("mixed", "error: mem_kill 80% (CARGO_AGENT_MEM_KILL) is below mem_high 90% ({host}:mem-high): "
+              "expected mem_kill >= mem_high, or mem_kill 'off'"),
+])
+def test_mem_kill_below_mem_high_is_refused(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str],
+                                            where: str, expected: str) -> None:
+    env = {k: v for k, v in fake_cargo_env.items() if k != "CARGO_AGENT_MEM_KILL"}
+    host = Path(env["CARGO_AGENT_CONFIG"])
+    if where == "env":
+        env.update(CARGO_AGENT_MEM_HIGH="90", CARGO_AGENT_MEM_KILL="80")
+    elif where == "host":
+        host.write_text("mem-high = 90\nmem_kill = 80\n")
+    else:
+        host.write_text("mem-high = 90\nmem_kill = 99\n")
+        env["CARGO_AGENT_MEM_KILL"] = "80"
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [expected.format(host=host)]
+    assert not Path(env["FAKE_LOG"]).exists()
+
+
+@pytest.mark.parametrize(("high", "kill"), [("90", "90"), ("99", "off"), ("50", "60")])
+def test_mem_kill_at_or_above_mem_high_or_off_is_fine(virtual_ws: Path, run_agent: RunAgent,
+                                                      fake_cargo_env: dict[str, str], high: str, kill: str) -> None:
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env,
+                       extra_env={"CARGO_AGENT_MEM_HIGH": high, "CARGO_AGENT_MEM_KILL": kill})
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("text", "suggestion"), [
+    ("slotz = 3\n", "; did you mean 'slots'?"),
+    ("mem-hihg = 80\n", "; did you mean 'mem-high'?"),
+    ("wait_timout = '1m'\n", "; did you mean 'wait_timeout'?"),
+    ("colour = 'red'\n", ""),
+])
+def test_unknown_config_key_suggests_a_close_one(virtual_ws: Path, run_agent: RunAgent,
+                                                 fake_cargo_env: dict[str, str], text: str, suggestion: str) -> None:
+    host = Path(fake_cargo_env["CARGO_AGENT_CONFIG"])
+    host.write_text(text)
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env)
+    key = text.split(" ", 1)[0]
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == f"error: unknown key '{key}' in {host}{suggestion}"
+
+
+def test_a_slot_count_above_the_hosts_is_clamped_with_one_warning(virtual_ws: Path, run_agent: RunAgent,
+                                                                  fake_cargo_env: dict[str, str]) -> None:
+    Path(fake_cargo_env["CARGO_AGENT_CONFIG"]).write_text("slots = 2\n")
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env,
+                       extra_env={"CARGO_AGENT_SLOTS": "99"})
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == ["warning: cargo-agent: CARGO_AGENT_SLOTS asks for 99 slots but the host "
+                                          "has 2; using 2"]
+    plan = run_agent("--dry-run", "--json", "build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env,
+                     extra_env={"CARGO_AGENT_SLOTS": "99"})
+    assert json.loads(plan.stdout)["slots"]["count"] == 2
+    lowered = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env,
+                        extra_env={"CARGO_AGENT_SLOTS": "1"})
+    assert lowered.returncode == 0 and lowered.stderr == ""
