@@ -37,7 +37,10 @@ def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> 
     command = argv_model.expand_aliases(command, _alias_lookup(cargo_config, env))
     location = workspace.locate(cwd, command.manifest_path) if command.compiles else None
     root_data = location.workspace.root_data if location else None
-    config = settings.load(env, root_data, location.workspace.root_manifest if location else None)
+    if command.compiles:  # a config that cannot be used stops a compiling command (fail closed)
+        config = settings.load(env, root_data, location.workspace.root_manifest if location else None)
+    else:
+        config = passthrough.settings_for_non_compiling(env)
     program = env.get(INVOKED_AS_ENV) or "cargo-agent"
     decision = policy.evaluate(command, location, config, program)
     if command.configs != command.global_configs:  # --config after the subcommand counts too

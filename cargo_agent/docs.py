@@ -47,6 +47,12 @@ exits 2 with one line naming the setting, where it came from and what is accepte
 that contradict each other once the layers are merged (`mem_kill` below `mem_high`), and an
 unknown key (with the closest known key when there is one).
 
+A config that cannot be used (a malformed or unreadable file, a bad value, an unknown key, values
+that contradict each other) fails closed for compiling commands: they exit 2 and nothing runs.
+Commands that compile nothing (`--version`, `--list`, `help`, `metadata`, `fmt`, `tree`, ...) are
+not held hostage by it: they run with the defaults after one `warning:` line naming the problem,
+so that `cargo --version` through the shim keeps working while the config is being fixed.
+
 | key | env var | accepts | default | meaning |
 |---|---|---|---|---|
 {rows}

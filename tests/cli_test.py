@@ -354,3 +354,46 @@ def test_a_slot_count_above_the_hosts_is_clamped_with_one_warning(virtual_ws: Pa
     lowered = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env,
                         extra_env={"CARGO_AGENT_SLOTS": "1"})
     assert lowered.returncode == 0 and lowered.stderr == ""
+
+
+@pytest.fixture
+def shim_path_env(tmp_path: Path, agent_env: dict[str, str]) -> dict[str, str]:
+    """agent_env with the installed `cargo` shim first on PATH (and a cargo-agent launcher)."""
+    shim_dir, bin_dir = tmp_path / "shim", tmp_path / "bin"
+    subprocess.run(agent_command("--install-shim", str(shim_dir)), env=agent_env, check=True, capture_output=True)
+    bin_dir.mkdir()
+    (bin_dir / "cargo-agent").write_text(f"#!/bin/sh\nexec {sys.executable} -m cargo_agent \"$@\"\n")
+    (bin_dir / "cargo-agent").chmod(0o755)
+    return {**agent_env, "PATH": f"{shim_dir}:{bin_dir}:{agent_env['PATH']}"}
+
+
+@pytest.mark.parametrize("broken", ["host", "user", "value"])
+def test_a_broken_config_warns_once_for_commands_that_compile_nothing(virtual_ws: Path, shim_path_env: dict[str, str],
+                                                                      agent_env: dict[str, str], broken: str) -> None:
+    host = Path(shim_path_env["CARGO_AGENT_CONFIG"])
+    if broken == "host":
+        host.write_text("this is = = not toml\n")
+        named = str(host)
+    elif broken == "user":
+        user = Path(shim_path_env["XDG_CONFIG_HOME"]) / "cargo-agent" / "config.toml"
+        user.parent.mkdir(parents=True)
+        user.write_text("[slots\n")
+        named = str(user)
+    else:
+        host.write_text('slots = "many"\n')
+        named = f"for {host}:slots"
+    for args in (["--version"], ["fmt", "--version"], ["metadata", "--no-deps", "--format-version", "1"],
+                 ["help"], ["--list"]):
+        through = subprocess.run(["cargo", *args], cwd=virtual_ws, env=shim_path_env, capture_output=True, text=True,
+                                 timeout=120)
+        bare = subprocess.run(["cargo", *args], cwd=virtual_ws, env=agent_env, capture_output=True, text=True,
+                              timeout=120)
+        assert (through.returncode, through.stdout) == (bare.returncode, bare.stdout) == (0, bare.stdout), args
+        warnings = [line for line in through.stderr.splitlines() if line.startswith("warning: cargo-agent:")]
+        assert len(warnings) == 1 and named in warnings[0], (args, through.stderr)
+        assert "which compiles nothing" in warnings[0] and "error:" not in through.stderr
+    compiling = subprocess.run(["cargo", "build", "-p", "alpha"], cwd=virtual_ws, env=shim_path_env,
+                               capture_output=True, text=True, timeout=120)
+    assert compiling.returncode == 2, compiling.stderr
+    assert compiling.stderr.startswith("error: ") and named in compiling.stderr.splitlines()[0]
+    assert "Compiling" not in compiling.stderr and "warning: cargo-agent:" not in compiling.stderr
