@@ -98,6 +98,7 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
                              config["kill_grace"], (slot.fd,) if slot.fd >= 0 else ())
     retries = 0
     guard = _memory_guard(slot_settings, env) if slot_settings.mem_kill and not slot.nested else None
+    guard = slots.watching(slot, guard)  # also follows a lock dir that is removed or replaced
     try:
         while True:
             outcome = supervise.run_once(spec, guard)
@@ -132,7 +133,8 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
         "timed_out": outcome.timed_out, "pid": os.getpid(),
         "queued_at": slot.queued_at, "admitted_at": slot.admitted_at, "released_at": released_at,
     }
-    report.append(slot_settings.lock_dir, record, slot_settings.shared)
+    if slot.in_its_lock_dir():  # not into whatever replaced a lock dir this build could not follow
+        report.append(slot_settings.lock_dir, record, slot_settings.shared)
     if config["report"]:
         sys.stderr.write(report.summary(record) + "\n")
     return outcome.exit_code
