@@ -37,7 +37,10 @@ def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> 
     command = argv_model.expand_aliases(command, _alias_lookup(cargo_config, env))
     location = workspace.locate(cwd, command.manifest_path) if command.compiles else None
     root_data = location.workspace.root_data if location else None
-    config = settings.load(env, root_data, location.workspace.root_manifest if location else None)
+    if command.compiles:  # a config that cannot be used stops a compiling command (fail closed)
+        config = settings.load(env, root_data, location.workspace.root_manifest if location else None)
+    else:
+        config = passthrough.settings_for_non_compiling(env)
     program = env.get(INVOKED_AS_ENV) or "cargo-agent"
     decision = policy.evaluate(command, location, config, program)
     if command.configs != command.global_configs:  # --config after the subcommand counts too
@@ -95,6 +98,7 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
                              config["kill_grace"], (slot.fd,) if slot.fd >= 0 else ())
     retries = 0
     guard = _memory_guard(slot_settings, env) if slot_settings.mem_kill and not slot.nested else None
+    guard = slots.watching(slot, guard)  # also follows a lock dir that is removed or replaced
     try:
         while True:
             outcome = supervise.run_once(spec, guard)
@@ -129,7 +133,8 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
         "timed_out": outcome.timed_out, "pid": os.getpid(),
         "queued_at": slot.queued_at, "admitted_at": slot.admitted_at, "released_at": released_at,
     }
-    report.append(slot_settings.lock_dir, record, slot_settings.shared)
+    if slot.in_its_lock_dir():  # not into whatever replaced a lock dir this build could not follow
+        report.append(slot_settings.lock_dir, record, slot_settings.shared)
     if config["report"]:
         sys.stderr.write(report.summary(record) + "\n")
     return outcome.exit_code

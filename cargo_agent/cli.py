@@ -13,11 +13,12 @@ from collections.abc import Sequence
 
 from cargo_agent import argv as argv_model
 from cargo_agent import passthrough
-from cargo_agent.errors import EXIT_SIGNAL_BASE, CargoAgentError
+from cargo_agent.errors import EXIT_SIGNAL_BASE, CargoAgentError, UsageError
 
 # cargo-agent's own options; none of them is a cargo global option.
 OWN_FLAGS = frozenset({"--dry-run", "--json", "--status", "--doctor", "--agent-help", "--agent-version"})
 OWN_VALUE_OPTIONS = frozenset({"--install-shim"})
+INVOKED_AS_ENV = "CARGO_AGENT_INVOKED_AS"  # set by the shim (build.INVOKED_AS_ENV; not imported here)
 
 
 def split_own_options(args: list[str]) -> tuple[list[str], list[str]]:
@@ -37,14 +38,31 @@ def split_own_options(args: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return run(args, dict(os.environ))
-    except CargoAgentError as err:
-        sys.stderr.write(err.render() + "\n")
-        return err.exit_code
+        try:
+            code = run(args, dict(os.environ))
+        except CargoAgentError as err:
+            sys.stderr.write(err.render() + "\n")
+            code = err.exit_code
+        sys.stdout.flush()  # here, so that a closed pipe is seen here and not at interpreter exit
+        return code
     except KeyboardInterrupt:
         return EXIT_SIGNAL_BASE + 2
     except BrokenPipeError:
-        return 1
+        return reader_went_away()
+
+
+def reader_went_away() -> int:
+    """The reader of our output closed it (`cargo-agent --status | head -1`): stop quietly, as
+    cargo does (`cargo --list | head -1` exits 0 without a word). Output still buffered goes to
+    /dev/null, so that the interpreter's last flush does not complain either."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+    return 0
 
 
 def run(args: list[str], env: dict[str, str]) -> int:
@@ -55,19 +73,50 @@ def run(args: list[str], env: dict[str, str]) -> int:
     if own:
         from cargo_agent import own_options
 
-        options = own_options.parse(own)
+        options = own_options.parse(own, rest)
         if options.command is not None:
             return run_own_command(options, env)
     command = argv_model.parse(rest)
     cwd = os.getcwd()
     if command.directory is not None:
         cwd = os.path.realpath(os.path.join(cwd, command.directory))
+    if options is None and asks_for_cargos_help(command):
+        return help_with_a_note(command, cwd, env)
     if options is None and surely_compiles_nothing(command):
         return passthrough.exec_cargo(command, cwd, env)
     from cargo_agent import build
 
     return build.run(command, cwd, env, dry_run=bool(options and options.dry_run),
                      as_json=bool(options and options.as_json))
+
+
+def asks_for_cargos_help(command: argv_model.CargoCommand) -> bool:
+    """`cargo-agent`, `cargo-agent --help`, `cargo-agent help`: cargo's overview, which says
+    nothing about cargo-agent's own options. (`help build`, `build --help` are cargo's alone.)"""
+    if command.subcommand is None:
+        return command.top_level in (None, "--help")
+    return command.subcommand == "help" and not command.args and command.trailing is None
+
+
+def help_with_a_note(command: argv_model.CargoCommand, cwd: str, env: dict[str, str]) -> int:
+    """cargo's help, unchanged on stdout with cargo's exit code, then one line on stderr that
+    points to cargo-agent's own help. cargo runs as a child (not exec'd) so the note comes last."""
+    passthrough.pin(command, cwd, env)
+    cargo = passthrough.real_cargo(env)
+    sys.stdout.flush()
+    try:
+        pid = os.posix_spawn(cargo, [cargo, *passthrough.cargo_argv(command)], env)
+    except OSError as err:
+        raise UsageError(f"cannot run {cargo}: {err.strerror}") from None
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code < 0:
+        return EXIT_SIGNAL_BASE - code
+    if env.get(INVOKED_AS_ENV) == "cargo":
+        sys.stderr.write("note: this `cargo` runs through cargo-agent; its own options: cargo-agent --agent-help\n")
+    else:
+        sys.stderr.write("note: cargo-agent's own options (--dry-run, --status, --doctor, ...): "
+                         "cargo-agent --agent-help\n")
+    return code
 
 
 def surely_compiles_nothing(command: argv_model.CargoCommand) -> bool:
@@ -79,9 +128,12 @@ def surely_compiles_nothing(command: argv_model.CargoCommand) -> bool:
 
 
 def run_own_command(options: object, env: dict[str, str]) -> int:
-    from cargo_agent.own_options import OwnOptions
+    from cargo_agent import own_options
 
-    assert isinstance(options, OwnOptions)
+    assert isinstance(options, own_options.OwnOptions)
+    if options.command == "help":
+        sys.stdout.write(own_options.help_text() + "\n")
+        return 0
     if options.command == "status":
         from cargo_agent.commands import status
 

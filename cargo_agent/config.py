@@ -301,9 +301,20 @@ def table_layer(name: str, table: Mapping[str, object], where: str) -> Layer:
         setting = SETTINGS_BY_KEY.get(key)
         if setting is None:
             known = ", ".join(s.key for s in SETTINGS)
-            raise ConfigError(f"unknown key '{raw_key}' in {where}", help=(f"known keys: {known}",))
+            raise ConfigError(f"unknown key '{raw_key}' in {where}" + _did_you_mean(raw_key),
+                              help=(f"known keys: {known}",))
         values[key] = (_parse(setting, raw, f"{where}:{raw_key}"), f"{where}:{raw_key}")
     return Layer(name, values)
+
+
+def _did_you_mean(raw_key: str) -> str:
+    """`; did you mean 'slots'?` for a key close to a known one, spelled as the user spells keys."""
+    import difflib
+
+    close = difflib.get_close_matches(raw_key.replace("-", "_"), SETTINGS_BY_KEY, n=1)
+    if not close:
+        return ""
+    return f"; did you mean '{close[0].replace('_', '-') if '-' in raw_key else close[0]}'?"
 
 
 def file_layer(name: str, path: Path) -> Layer:
@@ -358,4 +369,15 @@ def load(env: Mapping[str, str], manifest: Mapping[str, Any] | None = None,
         file_layer("user", user_config_path(env)),
         file_layer("host", host_config_path(env)),
     ]
-    return merge(layers)
+    config = merge(layers)
+    check(config)
+    return config
+
+
+def check(config: Config) -> None:
+    """Settings that are each valid but contradict each other once merged: exit 2, naming both
+    and where each came from."""
+    high, kill = config["mem_high"], config["mem_kill"]
+    if kill is not None and kill < high:
+        raise ConfigError(f"mem_kill {kill:g}% ({config.origins['mem_kill']}) is below mem_high {high:g}% "
+                          f"({config.origins['mem_high']}): expected mem_kill >= mem_high, or mem_kill 'off'")

@@ -41,8 +41,17 @@ Layers, highest precedence first:
 5. the defaults below.
 
 Host resources are the exception: `slots` may only be *lowered* by the environment, repo or user
-layers, never raised above the host's count; a `lock_dir` set in the host file cannot be moved by
-them. A bad value exits 2 with one line naming the setting, where it came from and what is accepted.
+layers, never raised above the host's count (a higher request runs with the host's count and one
+`warning:` line says so); a `lock_dir` set in the host file cannot be moved by them. A bad value
+exits 2 with one line naming the setting, where it came from and what is accepted; so do values
+that contradict each other once the layers are merged (`mem_kill` below `mem_high`), and an
+unknown key (with the closest known key when there is one).
+
+A config that cannot be used (a malformed or unreadable file, a bad value, an unknown key, values
+that contradict each other) fails closed for compiling commands: they exit 2 and nothing runs.
+Commands that compile nothing (`--version`, `--list`, `help`, `metadata`, `fmt`, `tree`, ...) are
+not held hostage by it: they run with the defaults after one `warning:` line naming the problem,
+so that `cargo --version` through the shim keeps working while the config is being fixed.
 
 | key | env var | accepts | default | meaning |
 |---|---|---|---|---|

@@ -15,6 +15,10 @@ from cargo_agent import locations, toolchain
 from cargo_agent.argv import CargoCommand
 from cargo_agent.errors import CargoNotFoundError, UsageError
 
+TYPE_CHECKING = False  # mypy reads it as true; importing typing would cost the fast path
+if TYPE_CHECKING:
+    from cargo_agent.config import Config
+
 CARGO_ENV = "CARGO_AGENT_CARGO"
 SHIM_MARKER = b"cargo-agent-shim"  # appears in the first lines of shims/cargo
 
@@ -73,11 +77,23 @@ def real_cargo(env: Mapping[str, str]) -> str:
     configured = env.get(CARGO_ENV)
     if not configured and any(os.path.lexists(p) for p in (locations.host_config_path(env),
                                                             locations.user_config_path(env))):
-        from cargo_agent import config as settings
-
-        value = settings.load(env)["cargo"]
+        value = settings_for_non_compiling(env)["cargo"]
         configured = value if isinstance(value, str) else None
     return find_cargo(env, configured)
+
+
+def settings_for_non_compiling(env: Mapping[str, str]) -> Config:
+    """cargo-agent's settings for a command that compiles nothing. A config that cannot be used
+    (a malformed file, a bad value, an unknown key) does not stop such a command: it runs with
+    the defaults after one warning that names the problem. Compiling commands load the settings
+    themselves and fail closed (exit 2)."""
+    from cargo_agent import config as settings
+
+    try:
+        return settings.load(env)
+    except UsageError as err:
+        sys.stderr.write(f"warning: cargo-agent: config not used for this command, which compiles nothing: {err}\n")
+        return settings.merge([])
 
 
 def exec_cargo(command: CargoCommand, cwd: str, env: dict[str, str], cargo: str | None = None) -> int:

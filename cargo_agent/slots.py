@@ -16,6 +16,10 @@ must be opened without following symlinks. filelock offers none of the three.
 Handoff: each waiter blocks in the kernel on its predecessor's ticket; only the head of the
 queue polls the slots (every 2 ms), so a freed slot goes to the oldest waiter within a few
 milliseconds. A dead waiter's ticket is unlocked by the kernel and skipped.
+
+A lock dir deleted under us (an operator, a tmp cleaner): waiters and holders compare the dir's
+(st_dev, st_ino) with the one they locked in, and move to the new dir without losing count or
+order (LockDirWatch, Slot.follow_lock_dir; docs/operator-guide.md says what happens).
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,8 +99,16 @@ def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> Slot
         ceiling, formula = stored, f"{stored}, from {lock_dir / 'slots'} (shared by every wrapper on the host)"
     requested = config["slots"]
     count = min(ceiling, requested) if requested else ceiling
+    if requested and requested > ceiling:
+        _say_clamped(config, requested, ceiling)
     return SlotSettings(lock_dir, count, ceiling, shared, formula, float(config["mem_high"]),
                         config["mem_kill"], config["wait_timeout"])
+
+
+def _say_clamped(config: Config, requested: int, ceiling: int) -> None:
+    """A lower-trust layer may lower the slot count, never raise it: say so when it tried."""
+    sys.stderr.write(f"warning: cargo-agent: {config.origins['slots']} asks for {requested} slots but the host "
+                     f"has {ceiling}; using {ceiling}\n")
 
 
 # ---- holders -------------------------------------------------------------------------
@@ -162,16 +175,67 @@ class Slot:
     meta_path: Path | None = None
     queued_at: float | None = None  # wall clock, for the run report and handoff measurements
     admitted_at: float | None = None
+    dir_identity: tuple[int, int] | None = None  # the lock dir this slot was taken in (see LockDirWatch)
+    record: dict[str, object] | None = None  # what meta_path holds
+    followed_fds: list[int] = field(default_factory=list)  # slots taken in a replacement lock dir
+    follow_failed: bool = False
 
     def env_value(self) -> str:
         return f"{self.path}:{self.fd}:{os.getpid()}"
 
+    def in_its_lock_dir(self) -> bool:
+        """The lock dir at the path is still the one this slot was taken in (or followed to)."""
+        return self.dir_identity is None or lock_dir_identity(self.settings.lock_dir) == self.dir_identity
+
     def release(self) -> None:
         if self.nested:
             return
-        if self.meta_path is not None:
+        if self.meta_path is not None and self.in_its_lock_dir():
             lockdir.remove(self.meta_path)  # before the unlock, so we never delete the next holder's file
+        for fd in self.followed_fds:
+            os.close(fd)
         os.close(self.fd)
+
+    def follow_lock_dir(self) -> None:
+        """Called while the build runs: when the lock dir was removed or replaced, take a slot in
+        the new one (this slot's index if free) and write the holder record there, so that builds
+        arriving later count this one. The build's processes keep the old slot's fd."""
+        if self.nested or self.dir_identity is None or self.follow_failed \
+                or lock_dir_identity(self.settings.lock_dir) == self.dir_identity:
+            return
+        self.meta_path = None  # the record went with the old dir: never delete a file of the new one
+        try:
+            identity = _renew_lock_dir(self.settings)
+            order = [self.index, *(k for k in range(self.settings.count) if k != self.index)]
+            for k in order:
+                fd = lockdir.open_lock(self.settings.lock_dir / f"slot-{k}.lock", self.settings.shared)
+                if lockdir.try_lock(fd):
+                    self.followed_fds.append(fd)
+                    meta_path = self.settings.lock_dir / f"slot-{k}.json"
+                    lockdir.write_atomic(meta_path, json.dumps({**(self.record or {}), "slot": k}).encode(),
+                                         self.settings.shared)
+                    self.meta_path, self.dir_identity = meta_path, identity
+                    return
+                os.close(fd)
+            problem = f"every slot there is taken ({self.settings.count} usable)"
+        except UsageError as err:
+            problem = str(err)
+        self.follow_failed = True
+        sys.stderr.write(f"warning: cargo-agent: lock dir {self.settings.lock_dir} was removed or replaced while "
+                         f"this build held a slot, and it could not take one in the new dir: {problem}\n")
+
+
+def watching(slot: Slot, guard: Callable[[], bool] | None) -> Callable[[], bool] | None:
+    """The supervisor's periodic check for a build holding `slot`: `guard` (the memory guard, if
+    any), and before it the slot following a replaced lock dir."""
+    if slot.nested:
+        return guard
+
+    def tick() -> bool:
+        slot.follow_lock_dir()
+        return guard() if guard is not None else False
+
+    return tick
 
 
 def age(since: float | None, now: float) -> float | None:
@@ -234,6 +298,113 @@ def inherited_slot(env: Mapping[str, str], settings: SlotSettings) -> Slot | Non
     except OSError:
         inherited = False
     return Slot(index, fd if inherited else -1, path, settings, nested=True)
+
+
+# ---- a lock dir that disappears ------------------------------------------------------
+
+def lock_dir_identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the directory at `path` now; None if there is none."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+
+
+def _renew_lock_dir(settings: SlotSettings) -> tuple[int, int] | None:
+    """Use the dir at the path now, creating it if it is gone (with the same checks); its identity."""
+    lockdir.prepare(settings.lock_dir, settings.shared)
+    if _read_ceiling(settings.lock_dir) is None:
+        _write_ceiling(settings.lock_dir, settings.ceiling, settings.shared)
+    return lock_dir_identity(settings.lock_dir)
+
+
+def _open_slots(settings: SlotSettings, count: int) -> dict[int, int]:
+    return {k: lockdir.open_lock(settings.lock_dir / f"slot-{k}.lock", settings.shared) for k in range(count)}
+
+
+class LockDirWatch:
+    """A waiter's watch on its lock dir being removed or replaced (an operator, a tmp cleaner):
+    the directory at the path is no longer the one it queued in, so its ticket, and the slots
+    of the builds running, no longer count for anyone arriving later.
+
+    The waiter then queues again in the new dir: it enqueues there before it lets go of its old
+    ticket, so the waiters behind it, woken only by that, follow in their order. It keeps fds
+    on every slot file of the old dir (opened when it started waiting), and the head admits
+    nobody while an old slot is held by a build that has no slot in the new dir (holders take
+    one within a supervisor tick; a build whose wrapper died never does, and counts until it
+    ends)."""
+
+    def __init__(self, settings: SlotSettings) -> None:
+        self.settings = settings
+        self.identity = lock_dir_identity(settings.lock_dir)
+        self.fds = list(_open_slots(settings, settings.ceiling).values())
+        self.old_fds: list[int] = []  # on slot files of a replaced dir
+
+    def moved(self) -> bool:
+        return lock_dir_identity(self.settings.lock_dir) != self.identity
+
+    def requeue(self, ticket: Ticket, meta: dict[str, object]) -> Ticket:
+        """A ticket in the dir at the path now, taken before the old one is let go."""
+        sys.stderr.write(f"warning: cargo-agent: lock dir {self.settings.lock_dir} was removed or replaced; "
+                         "queueing again in the new one\n")
+        self.identity = _renew_lock_dir(self.settings)
+        self.old_fds += self.fds
+        self.fds = list(_open_slots(self.settings, self.settings.ceiling).values())
+        new = _enqueue(self.settings, meta)
+        os.close(ticket.fd)  # not removed by path: that name may belong to a ticket of the new dir
+        return new
+
+    def slots(self, count: int) -> dict[int, int]:
+        """The head's fds on slots 0..count-1; none if the dir vanished meanwhile (then the next
+        poll sees it moved and queues again)."""
+        try:
+            return _open_slots(self.settings, count)
+        except lockdir.LockDirError:
+            if self.moved():
+                return {}
+            raise
+
+    def follow(self, ticket: Ticket, meta: dict[str, object], fds: dict[int, int]) -> tuple[Ticket, dict[int, int]]:
+        """For the head: queue again if the dir moved, and (re)open the slots of the dir now."""
+        if self.moved():
+            ticket = self.requeue(ticket, meta)
+        for fd in fds.values():
+            os.close(fd)
+        return ticket, self.slots(self.settings.count)
+
+    def record(self, path: Path, data: dict[str, object]) -> Path | None:
+        """Write the holder record; None if the dir vanished at that moment (the holder's first
+        supervisor tick then takes a slot in the new dir)."""
+        try:
+            lockdir.write_atomic(path, json.dumps(data).encode(), self.settings.shared)
+            return path
+        except lockdir.LockDirError:
+            if self.moved():
+                return None
+            raise
+
+    def unregistered(self) -> int:
+        """Old slots still held by a build that holds no slot in the new dir."""
+        if not self.old_fds:
+            return 0
+        locks = lockdir.locked_inodes()
+        registered = {h.pid for h in holders(self.settings)}
+        count = 0
+        for fd in list(self.old_fds):
+            if lockdir.try_lock(fd):  # free: its build is gone
+                self.old_fds.remove(fd)
+                os.close(fd)
+                continue
+            info = os.fstat(fd)
+            if locks.get((info.st_dev, info.st_ino)) not in registered:
+                count += 1
+        return count
+
+    def close(self) -> None:
+        for fd in self.fds + self.old_fds:
+            os.close(fd)
+        self.fds, self.old_fds = [], []
 
 
 # ---- the queue -----------------------------------------------------------------------
@@ -387,9 +558,16 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
     progress = _Progress(settings)
     deadline = progress.started + settings.wait_timeout if settings.wait_timeout else None
     queued_at = time.time()
-    ticket = _enqueue(settings, meta)
+    watch = LockDirWatch(settings)
+    try:
+        ticket = _enqueue(settings, meta)
+    except BaseException:
+        watch.close()
+        raise
     try:
         while True:  # wait to become the head of the queue
+            if watch.moved():  # checked when woken, not on the 1 s tick: the waiters ahead go first
+                ticket = watch.requeue(ticket, meta)
             predecessor = _live_predecessor(settings, ticket)
             if predecessor is None:
                 break
@@ -400,24 +578,27 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
                     progress.update(ticket)
             finally:
                 os.close(fd)
-        fds = {k: lockdir.open_lock(settings.lock_dir / f"slot-{k}.lock", settings.shared)
-               for k in range(settings.count)}
+        fds = watch.slots(settings.count)
         try:
             while True:  # the head polls the slots
+                if watch.moved() or not fds:
+                    ticket, fds = watch.follow(ticket, meta, fds)
                 reading = host.read(env)
                 reason = None
                 if reading.used_percent > settings.mem_high:
                     reason = (f"memory at {reading.used_percent:.0f}% is above mem_high "
                               f"{settings.mem_high:g}% ({reading.source})")
+                elif watch.unregistered():
+                    reason = "builds of the replaced lock dir have not taken a slot in the new one yet"
                 else:
                     for k, fd in fds.items():
-                        if lockdir.try_lock(fd):
-                            meta_path = settings.lock_dir / f"slot-{k}.json"
+                        if lockdir.try_lock(fd) and not watch.moved():
                             record = {**meta, "slot": k, "admitted": time.time()}
-                            lockdir.write_atomic(meta_path, json.dumps(record).encode(), settings.shared)
+                            meta_path = watch.record(settings.lock_dir / f"slot-{k}.json", record)
                             slot = Slot(k, fd, settings.lock_dir / f"slot-{k}.lock", settings,
                                         waited=time.monotonic() - progress.started, meta_path=meta_path,
-                                        queued_at=queued_at, admitted_at=time.time())
+                                        queued_at=queued_at, admitted_at=time.time(),
+                                        dir_identity=watch.identity, record=record)
                             del fds[k]
                             return slot
                 _check_deadline(deadline, settings, ticket, reason)
@@ -428,8 +609,10 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
                 os.close(fd)
     finally:
         progress.done()
-        lockdir.remove(ticket.path)
+        if not watch.moved():
+            lockdir.remove(ticket.path)
         os.close(ticket.fd)
+        watch.close()
 
 
 def _check_deadline(deadline: float | None, settings: SlotSettings, ticket: Ticket, reason: str | None = None) -> None:

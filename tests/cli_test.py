@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_CARGO, RunAgent, crate, write_tree
+from conftest import FAKE_CARGO, RunAgent, agent_command, crate, write_tree
 
 from cargo_agent import cli
 
@@ -210,3 +211,189 @@ def test_agent_help_lists_own_options_only(virtual_ws: Path, run_agent: RunAgent
     assert result.returncode == 0
     for option in ("--dry-run", "--json", "--status", "--doctor", "--install-shim", "--agent-version"):
         assert option in result.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["help"], []])
+def test_cargo_help_is_cargos_then_one_note_pointing_to_agent_help(virtual_ws: Path, run_agent: RunAgent,
+                                                                   agent_env: dict[str, str],
+                                                                   args: list[str]) -> None:
+    result = run_agent(*args, cwd=virtual_ws)
+    bare = subprocess.run(["cargo", *args], cwd=virtual_ws, env=agent_env, capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (bare.returncode, bare.stdout)
+    assert result.stderr.splitlines() == ["note: cargo-agent's own options (--dry-run, --status, --doctor, ...): "
+                                          "cargo-agent --agent-help"]
+
+
+def test_cargo_help_through_the_shim_says_this_cargo_is_cargo_agent(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("--help", cwd=virtual_ws, extra_env={"CARGO_AGENT_INVOKED_AS": "cargo"})
+    assert result.returncode == 0 and "Usage: cargo" in result.stdout
+    assert result.stderr.splitlines() == ["note: this `cargo` runs through cargo-agent; its own options: "
+                                          "cargo-agent --agent-help"]
+
+
+@pytest.mark.parametrize("args", [["help", "build"], ["build", "--help"], ["--version"]])
+def test_other_help_and_version_get_no_note(virtual_ws: Path, run_agent: RunAgent, args: list[str]) -> None:
+    result = run_agent(*args, cwd=virtual_ws)
+    assert result.returncode == 0 and result.stdout and "agent-help" not in result.stderr  # (man may warn)
+
+
+def test_cargo_helps_exit_code_comes_back(virtual_ws: Path, run_agent: RunAgent,
+                                         fake_cargo_env: dict[str, str]) -> None:
+    result = run_agent("--help", cwd=virtual_ws, env=fake_cargo_env, extra_env={"FAKE_EXIT": "3"})
+    assert result.returncode == 3
+
+
+def test_agent_help_shows_usage_settings_and_docs(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("--agent-help", cwd=virtual_ws)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("Usage: cargo-agent [OPTIONS] [CARGO ARGS]...\n")
+    assert "docs/configuration.md" in result.stdout and "CARGO_AGENT_*" in result.stdout
+    assert "Docs: " in result.stdout
+
+
+@pytest.mark.parametrize(("args", "unexpected"), [
+    (["--json"], "'--json'"),
+    (["--doctor", "build"], "'build'"),
+    (["--status", "build"], "'build'"),
+    (["--agent-version", "build"], "'build'"),
+])
+def test_extra_arguments_are_one_line_errors(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str],
+                                             args: list[str], unexpected: str) -> None:
+    result = run_agent(*args, cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unexpected argument " + unexpected)
+    assert not Path(fake_cargo_env["FAKE_LOG"]).exists()
+
+
+@pytest.mark.parametrize("args", [["--status"], ["--status", "--json"], ["--agent-help"], ["--agent-version"],
+                                  ["--dry-run", "build", "-p", "alpha"]])
+def test_a_closed_pipe_stops_quietly_like_cargo(virtual_ws: Path, agent_env: dict[str, str],
+                                                args: list[str]) -> None:
+    """The reader is gone before the first write: a real pipe whose read end is closed."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        ours = subprocess.run(agent_command(*args), cwd=virtual_ws, env=agent_env, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+        cargos = subprocess.run(["cargo", "--list"], cwd=virtual_ws, env=agent_env, stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (cargos.returncode, cargos.stderr) == (0, "")  # the convention we follow
+    assert (ours.returncode, ours.stderr) == (0, "")
+
+
+def test_status_into_head_exits_0_through_a_shell_pipe(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    script = f"{shlex.join(agent_command('--status'))} | head -1; exit ${{PIPESTATUS[0]}}"
+    result = subprocess.run(["bash", "-c", script], cwd=virtual_ws, env=agent_env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stderr == "" and result.stdout.startswith("slots: ")
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    ("env", "error: mem_kill 80% (CARGO_AGENT_MEM_KILL) is below mem_high 90% (CARGO_AGENT_MEM_HIGH): "
+            "expected mem_kill >= mem_high, or mem_kill 'off'"),
+    ("host", "error: mem_kill 80% ({host}:mem_kill) is below mem_high 90% ({host}:mem-high): "
+             "expected mem_kill >= mem_high, or mem_kill 'off'"),
+    ("mixed", "error: mem_kill 80% (CARGO_AGENT_MEM_KILL) is below mem_high 90% ({host}:mem-high): "
+              "expected mem_kill >= mem_high, or mem_kill 'off'"),
+])
+def test_mem_kill_below_mem_high_is_refused(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str],
+                                            where: str, expected: str) -> None:
+    env = {k: v for k, v in fake_cargo_env.items() if k != "CARGO_AGENT_MEM_KILL"}
+    host = Path(env["CARGO_AGENT_CONFIG"])
+    if where == "env":
+        env.update(CARGO_AGENT_MEM_HIGH="90", CARGO_AGENT_MEM_KILL="80")
+    elif where == "host":
+        host.write_text("mem-high = 90\nmem_kill = 80\n")
+    else:
+        host.write_text("mem-high = 90\nmem_kill = 99\n")
+        env["CARGO_AGENT_MEM_KILL"] = "80"
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [expected.format(host=host)]
+    assert not Path(env["FAKE_LOG"]).exists()
+
+
+@pytest.mark.parametrize(("high", "kill"), [("90", "90"), ("99", "off"), ("50", "60")])
+def test_mem_kill_at_or_above_mem_high_or_off_is_fine(virtual_ws: Path, run_agent: RunAgent,
+                                                      fake_cargo_env: dict[str, str], high: str, kill: str) -> None:
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env,
+                       extra_env={"CARGO_AGENT_MEM_HIGH": high, "CARGO_AGENT_MEM_KILL": kill})
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("text", "suggestion"), [
+    ("slotz = 3\n", "; did you mean 'slots'?"),
+    ("mem-hihg = 80\n", "; did you mean 'mem-high'?"),
+    ("wait_timout = '1m'\n", "; did you mean 'wait_timeout'?"),
+    ("colour = 'red'\n", ""),
+])
+def test_unknown_config_key_suggests_a_close_one(virtual_ws: Path, run_agent: RunAgent,
+                                                 fake_cargo_env: dict[str, str], text: str, suggestion: str) -> None:
+    host = Path(fake_cargo_env["CARGO_AGENT_CONFIG"])
+    host.write_text(text)
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env)
+    key = text.split(" ", 1)[0]
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == f"error: unknown key '{key}' in {host}{suggestion}"
+
+
+def test_a_slot_count_above_the_hosts_is_clamped_with_one_warning(virtual_ws: Path, run_agent: RunAgent,
+                                                                  fake_cargo_env: dict[str, str]) -> None:
+    Path(fake_cargo_env["CARGO_AGENT_CONFIG"]).write_text("slots = 2\n")
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env,
+                       extra_env={"CARGO_AGENT_SLOTS": "99"})
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == ["warning: cargo-agent: CARGO_AGENT_SLOTS asks for 99 slots but the host "
+                                          "has 2; using 2"]
+    plan = run_agent("--dry-run", "--json", "build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env,
+                     extra_env={"CARGO_AGENT_SLOTS": "99"})
+    assert json.loads(plan.stdout)["slots"]["count"] == 2
+    lowered = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env,
+                        extra_env={"CARGO_AGENT_SLOTS": "1"})
+    assert lowered.returncode == 0 and lowered.stderr == ""
+
+
+@pytest.fixture
+def shim_path_env(tmp_path: Path, agent_env: dict[str, str]) -> dict[str, str]:
+    """agent_env with the installed `cargo` shim first on PATH (and a cargo-agent launcher)."""
+    shim_dir, bin_dir = tmp_path / "shim", tmp_path / "bin"
+    subprocess.run(agent_command("--install-shim", str(shim_dir)), env=agent_env, check=True, capture_output=True)
+    bin_dir.mkdir()
+    (bin_dir / "cargo-agent").write_text(f"#!/bin/sh\nexec {sys.executable} -m cargo_agent \"$@\"\n")
+    (bin_dir / "cargo-agent").chmod(0o755)
+    return {**agent_env, "PATH": f"{shim_dir}:{bin_dir}:{agent_env['PATH']}"}
+
+
+@pytest.mark.parametrize("broken", ["host", "user", "value"])
+def test_a_broken_config_warns_once_for_commands_that_compile_nothing(virtual_ws: Path, shim_path_env: dict[str, str],
+                                                                      agent_env: dict[str, str], broken: str) -> None:
+    host = Path(shim_path_env["CARGO_AGENT_CONFIG"])
+    if broken == "host":
+        host.write_text("this is = = not toml\n")
+        named = str(host)
+    elif broken == "user":
+        user = Path(shim_path_env["XDG_CONFIG_HOME"]) / "cargo-agent" / "config.toml"
+        user.parent.mkdir(parents=True)
+        user.write_text("[slots\n")
+        named = str(user)
+    else:
+        host.write_text('slots = "many"\n')
+        named = f"for {host}:slots"
+    for args in (["--version"], ["fmt", "--version"], ["metadata", "--no-deps", "--format-version", "1"],
+                 ["help"], ["--list"]):
+        through = subprocess.run(["cargo", *args], cwd=virtual_ws, env=shim_path_env, capture_output=True, text=True,
+                                 timeout=120)
+        bare = subprocess.run(["cargo", *args], cwd=virtual_ws, env=agent_env, capture_output=True, text=True,
+                              timeout=120)
+        assert (through.returncode, through.stdout) == (bare.returncode, bare.stdout) == (0, bare.stdout), args
+        warnings = [line for line in through.stderr.splitlines() if line.startswith("warning: cargo-agent:")]
+        assert len(warnings) == 1 and named in warnings[0], (args, through.stderr)
+        assert "which compiles nothing" in warnings[0] and "error:" not in through.stderr
+    compiling = subprocess.run(["cargo", "build", "-p", "alpha"], cwd=virtual_ws, env=shim_path_env,
+                               capture_output=True, text=True, timeout=120)
+    assert compiling.returncode == 2, compiling.stderr
+    assert compiling.stderr.startswith("error: ") and named in compiling.stderr.splitlines()[0]
+    assert "Compiling" not in compiling.stderr and "warning: cargo-agent:" not in compiling.stderr

@@ -283,3 +283,187 @@ def test_a_shared_lock_dir_stays_usable_by_the_group_whatever_the_umask(virtual_
     assert modes["queue"] == 0o2770
     for name in ("slot-0.lock", "slot-1.lock", "queue.lock", "queue.seq", "runs.lock", "runs.jsonl"):
         assert modes[name] == 0o660, name
+
+
+def test_a_removed_lock_dir_keeps_the_count_and_the_queue_order(virtual_ws: Path, fake_cargo_env: dict[str, str],
+                                                                tmp_path: Path) -> None:
+    """One slot: A holds it, B and C wait; the lock dir is deleted (an operator, a tmp cleaner).
+    A takes a slot in the new dir, B and C queue again in their order, and D, arriving after,
+    queues behind them: never two builds at once, starts in arrival order."""
+    import shutil
+
+    env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
+    lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(tag: str) -> None:
+        gate = tmp_path / f"go-{tag}"
+        hold = f"sh -c 'while [ ! -e {gate} ]; do sleep 0.02; done'"  # runs while the slot is held
+        with (tmp_path / f"{tag}.err").open("w") as err:
+            procs[tag] = subprocess.Popen(agent_command("build", "-p", "alpha"), cwd=virtual_ws, stderr=err,
+                                          env={**env, "FAKE_TAG": tag, "FAKE_NESTED": hold})
+
+    def started() -> list[str]:
+        return [tag for kind, tag, _ in sorted(_events(Path(env["FAKE_LOG"])), key=lambda e: e[2])
+                if kind == "start"]
+
+    try:
+        start("A")
+        wait_for(lambda: started() == ["A"])
+        for tag in ("B", "C"):
+            start(tag)
+            wait_for(lambda tag=tag: _arrived(lock_dir, procs[tag].pid))
+        shutil.rmtree(lock_dir)
+        # A holds a slot in the new dir, B and C hold tickets there.
+        wait_for(lambda: f'"pid": {procs["A"].pid},' in ((lock_dir / "slot-0.json").read_text()
+                                                        if (lock_dir / "slot-0.json").exists() else ""))
+        wait_for(lambda: all(_arrived(lock_dir, procs[tag].pid) for tag in ("B", "C")))
+        start("D")
+        wait_for(lambda: _arrived(lock_dir, procs["D"].pid))
+        assert _queued(lock_dir) == 3 and started() == ["A"]
+        for tag, following in (("A", "B"), ("B", "C"), ("C", "D"), ("D", None)):
+            (tmp_path / f"go-{tag}").touch()
+            assert procs[tag].wait(60) == 0
+            if following:
+                wait_for(lambda following=following: following in started())
+        assert started() == ["A", "B", "C", "D"]
+        assert _max_concurrency(_events(Path(env["FAKE_LOG"]))) == 1
+        for tag in ("B", "C"):
+            assert "lock dir" in (tmp_path / f"{tag}.err").read_text() and "queueing again in the new one" in (
+                tmp_path / f"{tag}.err").read_text()
+        assert "warning" not in (tmp_path / "A.err").read_text() + (tmp_path / "D.err").read_text()
+        assert _queued(lock_dir) == 0 and not list(lock_dir.glob("slot-*.json"))
+    finally:
+        for tag in procs:
+            (tmp_path / f"go-{tag}").touch()
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+
+
+def test_a_build_whose_wrapper_died_still_counts_after_the_lock_dir_is_removed(
+        virtual_ws: Path, fake_cargo_env: dict[str, str], tmp_path: Path, reap: list[int]) -> None:
+    """The holder's wrapper is SIGKILLed (a process of its build goes on, holding the old slot),
+    then the lock dir is deleted. That build cannot take a slot in the new dir, but the waiter,
+    which queues again there, still counts it: neither the waiter nor a later arrival starts
+    until that build is gone."""
+    import shutil
+
+    env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
+    lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
+    log = Path(env["FAKE_LOG"])
+    worker = tmp_path / "worker.pid"
+    holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL, env={
+        **env, "FAKE_TAG": "holder", "FAKE_SLEEP": "300",
+        "FAKE_SPAWN": f"sh -c 'echo $$ > {worker}; exec sleep 300'"})
+    wait_for(lambda: worker.exists() and worker.read_text().strip() != "")
+    worker_pid = int(worker.read_text())
+    reap.append(worker_pid)
+    waiter = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL,
+                              env={**env, "FAKE_TAG": "waiter"})
+    later = None
+    try:
+        wait_for(lambda: _arrived(lock_dir, waiter.pid))
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(lock_dir)
+        wait_for(lambda: _arrived(lock_dir, waiter.pid))  # queued again in the new dir
+        later = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL,
+                                 env={**env, "FAKE_TAG": "later"})
+        wait_for(lambda: _arrived(lock_dir, later.pid))
+        time.sleep(1.0)  # several head polls and supervisor ticks: nothing may start meanwhile
+        assert [tag for kind, tag, _ in _events(log) if kind == "start"] == ["holder"]
+        assert alive(worker_pid)
+        os.kill(worker_pid, signal.SIGKILL)
+        assert waiter.wait(60) == 0 and later.wait(60) == 0
+        starts = [tag for kind, tag, _ in sorted(_events(log), key=lambda e: e[2]) if kind == "start"]
+        assert starts == ["holder", "waiter", "later"]
+    finally:
+        for proc in (waiter, later):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+
+
+def test_a_holder_that_finds_no_slot_in_the_new_lock_dir_says_so_and_leaves_the_new_records_alone(
+        virtual_ws: Path, fake_cargo_env: dict[str, str], tmp_path: Path) -> None:
+    """A's wrapper is stopped while the lock dir is deleted and C takes the only slot of the new
+    one (the documented window). A, continued, cannot take a slot there: one warning, and when A
+    ends it must not delete C's holder record, which sits at the path A's record had."""
+    import shutil
+
+    env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
+    lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(tag: str) -> None:
+        gate = tmp_path / f"go-{tag}"
+        with (tmp_path / f"{tag}.err").open("w") as err:
+            procs[tag] = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=err, env={
+                **env, "FAKE_TAG": tag, "FAKE_NESTED": f"sh -c 'while [ ! -e {gate} ]; do sleep 0.02; done'"})
+
+    try:
+        start("A")
+        wait_for(lambda: "start A" in _log_text(env))
+        os.kill(procs["A"].pid, signal.SIGSTOP)
+        shutil.rmtree(lock_dir)
+        start("C")
+        wait_for(lambda: "start C" in _log_text(env))
+        os.kill(procs["A"].pid, signal.SIGCONT)
+        wait_for(lambda: "could not take one in the new dir" in (tmp_path / "A.err").read_text())
+        assert (tmp_path / "A.err").read_text().splitlines() == [
+            f"warning: cargo-agent: lock dir {lock_dir} was removed or replaced while this build held a slot, "
+            "and it could not take one in the new dir: every slot there is taken (1 usable)"]
+        (tmp_path / "go-A").touch()
+        assert procs["A"].wait(60) == 0
+        assert f'"pid": {procs["C"].pid},' in (lock_dir / "slot-0.json").read_text()
+        (tmp_path / "go-C").touch()
+        assert procs["C"].wait(60) == 0
+        assert not (lock_dir / "slot-0.json").exists()
+    finally:
+        for tag, proc in procs.items():
+            (tmp_path / f"go-{tag}").touch()
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+
+
+def test_a_symlink_planted_where_the_lock_dir_was_is_refused_by_waiters_and_holders(
+        virtual_ws: Path, fake_cargo_env: dict[str, str], tmp_path: Path) -> None:
+    """Red team: the lock dir is replaced by a symlink to a directory of someone else's choosing.
+    The waiter stops with exit 2 naming it; the holder says it cannot follow, and runs on."""
+    import shutil
+
+    env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
+    lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
+    gate = tmp_path / "go"
+    with (tmp_path / "holder.err").open("w") as err:
+        holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=err, env={
+            **env, "FAKE_TAG": "holder", "FAKE_NESTED": f"sh -c 'while [ ! -e {gate} ]; do sleep 0.02; done'"})
+    wait_for(lambda: "start holder" in _log_text(env))
+    waiter = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.PIPE, text=True,
+                              env={**env, "FAKE_TAG": "waiter"})
+    try:
+        wait_for(lambda: _arrived(lock_dir, waiter.pid))
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir(mode=0o700)
+        while True:  # a waiter may recreate the dir between the two steps: then plant again
+            shutil.rmtree(lock_dir)
+            try:
+                lock_dir.symlink_to(elsewhere)
+                break
+            except FileExistsError:
+                continue
+        assert waiter.wait(60) == 2
+        refused = f"error: lock dir {lock_dir} is a symlink; refusing to follow it"
+        assert refused in waiter.communicate()[1]
+        wait_for(lambda: "is a symlink" in (tmp_path / "holder.err").read_text())
+        gate.touch()
+        assert holder.wait(60) == 0
+        assert "start waiter" not in _log_text(env) and not (elsewhere / "runs.jsonl").exists()
+    finally:
+        gate.touch()
+        for proc in (holder, waiter):
+            proc.kill()
+            proc.wait()
