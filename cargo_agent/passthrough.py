@@ -71,8 +71,7 @@ def real_cargo(env: Mapping[str, str]) -> str:
     """The real cargo for a run that has not loaded the settings: the config module (and TOML)
     is imported only when a host or user file exists."""
     configured = env.get(CARGO_ENV)
-    if not configured and any(os.path.lexists(p) for p in (locations.host_config_path(env),
-                                                            locations.user_config_path(env))):
+    if not configured and any(os.path.lexists(p) for p in locations.config_paths(env)):
         from cargo_agent import config as settings
 
         value = settings.load(env)["cargo"]
