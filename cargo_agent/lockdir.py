@@ -76,7 +76,8 @@ def _parent(path: str, follow: bool = False) -> tuple[int, str]:
     try:
         fd = os.open(directory or ".", flags)
     except OSError as err:
-        raise LockDirError(f"cannot open {directory}: {_describe(err)}") from None
+        why = "it is a symlink; refusing to follow it" if os.path.islink(directory) else _describe(err)
+        raise LockDirError(f"cannot open {directory}: {why}") from None
     return fd, name
 
 

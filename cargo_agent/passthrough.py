@@ -39,15 +39,23 @@ def cargo_argv(command: CargoCommand) -> list[str]:
     return command.tokens[1:] if command.toolchain else list(command.tokens)
 
 
+def _head(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(512)
+    except OSError:
+        return b""
+
+
+def is_shim(path: str) -> bool:
+    return SHIM_MARKER in _head(os.path.realpath(path))
+
+
 def _is_shim_or_self(path: str) -> bool:
     real = os.path.realpath(path)
     if real == os.path.realpath(sys.argv[0]):
         return True
-    try:
-        with open(real, "rb") as handle:
-            head = handle.read(512)
-    except OSError:
-        return False
+    head = _head(real)
     return SHIM_MARKER in head or (head.startswith(b"#!") and b"cargo_agent" in head)
 
 

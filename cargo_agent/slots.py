@@ -111,8 +111,8 @@ def _pid(value: object) -> int | None:
 
 class Holder:
     """A slot holder's record (`slot-<k>.json`) or a waiter's ticket. Files in the lock dir may
-    hold anything: a field of the wrong type reads as missing, and a file that is not a JSON
-    object reads as empty and `malformed` (reported by --doctor, ignored everywhere else)."""
+    hold anything: a field of the wrong type reads as missing, a file that is not a JSON object
+    reads as empty, and either is `malformed` (reported by --doctor, ignored everywhere else)."""
 
     __slots__ = ("admitted", "command", "cwd", "malformed", "pid", "queued", "seq", "slot", "user")
 
@@ -128,6 +128,11 @@ class Holder:
         self.command = [w for w in command if isinstance(w, str)] if isinstance(command, list) else []
         self.admitted = _number(fields.get("admitted"))
         self.queued = _number(fields.get("queued"))
+        if any(fields.get(name) is not None and getattr(self, name) is None
+               for name in ("pid", "slot", "seq", "user", "cwd", "admitted", "queued")) \
+                or len(self.command) != len(command if isinstance(command, list) else []) \
+                or (command is not None and not isinstance(command, list)):
+            self.malformed = True  # a field of the wrong type: still read, but named by --doctor
 
     @classmethod
     def parse(cls, text: str | None) -> Holder:

@@ -28,7 +28,11 @@ TICKET = re.compile(r"[0-9]+-[0-9]+\.ticket")
 
 
 class Problem(Exception):
-    """A check whose finding would stop a build (doctor exits 1)."""
+    """A check whose finding would stop a build (doctor exits 1), with its details."""
+
+    def __init__(self, message: str, details: Lines) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 def run(env: dict[str, str]) -> int:
@@ -57,6 +61,8 @@ def run(env: dict[str, str]) -> int:
         except Problem as err:
             problems += 1
             print(f"{name}: error: {err}")
+            for line in err.details:
+                print(f"  {line}")
             continue
         except CargoAgentError as err:
             problems += 1
@@ -126,19 +132,11 @@ def cargo_on_path(env: dict[str, str]) -> tuple[str, Lines]:
     for directory in env.get("PATH", os.defpath).split(os.pathsep):
         candidate = os.path.join(directory or ".", "cargo")
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            if _is_shim(candidate):
+            if passthrough.is_shim(candidate):
                 return f"{candidate} is the cargo-agent shim: `cargo` runs through cargo-agent", []
             return (f"{candidate} is not the shim: plain `cargo` bypasses cargo-agent",
                     ["install the shim: cargo-agent --install-shim DIR, and put DIR first on PATH"])
     return "no cargo on PATH", []
-
-
-def _is_shim(path: str) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return passthrough.SHIM_MARKER in handle.read(512)
-    except OSError:
-        return False
 
 
 # ---- the lock dir --------------------------------------------------------------------------
@@ -158,7 +156,7 @@ def lock_dir(config: settings.Config, env: dict[str, str]) -> tuple[str, Lines]:
     details = notes + [f"malformed record ignored: {item}" for item in malformed]
     details += [f"planted: {item}" for item in planted]
     if planted:
-        raise Problem(f"{path} ({kind}; {owner}) holds files that stop builds: " + "; ".join(planted))
+        raise Problem(f"{path} ({kind}; {owner}) holds files cargo-agent refuses to use: remove them", details)
     return f"{path} ({kind}; {owner})", details
 
 
@@ -238,8 +236,8 @@ def slot_count(config: settings.Config, env: dict[str, str]) -> tuple[str, Lines
     resolved = slots.resolve(config, env, create=False)
     where = (f"N lives in the host file: `slots` in {config.host['slots'][1].rsplit(':', 1)[0]}"
              if config.host_slots is not None else
-             f"N is derived on every run; set `slots` in the host file ({locations.host_config_path(env)}) "
-             "to fix it")
+             f"N is derived on every run from memory and cores; to fix it, set `slots` in the host file "
+             f"({locations.DEFAULT_HOST_CONFIG})")
     return (f"N = {resolved.ceiling} ({resolved.formula}); a build here may use {resolved.count}", [where])
 
 
