@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cargo_agent import config as settings
-from cargo_agent import locations, lockdir, passthrough, report, slots, toolchain
+from cargo_agent import locations, lockdir, passthrough, report, slots, toolchain, workspace
 from cargo_agent.errors import CargoAgentError
 
 Lines = list[str]
@@ -40,8 +40,12 @@ def run(env: dict[str, str]) -> int:
     problems = 0
 
     def load() -> settings.Config:
+        """The settings a build here would get: with the repo of the current directory, if any."""
         if "config" not in found:
-            found["config"] = settings.load(env)
+            location = workspace.locate(Path(os.getcwd()), None)
+            root = location.workspace if location else None
+            found["config"] = settings.load(env, root.root_data if root else None,
+                                            root.root_manifest if root else None)
         value = found["config"]
         assert isinstance(value, settings.Config)
         return value
@@ -102,6 +106,9 @@ def config_files(env: dict[str, str], load: Callable[[], settings.Config]) -> tu
     user = locations.user_config_path(env)
     details.append(f"user file: {user}: {_presence(user)}")
     config = load()  # raises on a bad file or value: reported as this check's error
+    repo = next((layer for layer in config.layers if layer.name == "repo" and layer.exists), None)
+    if repo is not None:
+        details.append(f"repo: {repo.path}: sets {', '.join(repo.values) or 'nothing'}")
     details += [f"clamped by the host policy: {key}" for key in config.clamped]
     loaded = [layer.path for layer in config.layers if layer.exists and layer.path and layer.name != "repo"]
     return ("files read: " + ", ".join(loaded) if loaded else "no config files (defaults and environment)"), details
