@@ -610,3 +610,15 @@ def test_cargo_agent_bin_naming_the_shim_is_stopped_with_127(team: Team, place: 
     assert result.returncode == 127
     assert result.stderr.splitlines()[0] == (f"error: the cargo shim at {shim_dir / 'cargo'} was started by a cargo "
                                              f"shim: {shim_dir / 'cargo'} is not cargo-agent")
+
+
+def test_the_memory_test_hook_can_only_make_a_reading_worse(tmp_path: Path) -> None:
+    from cargo_agent import host
+
+    real = host.read({})
+    source = tmp_path / "memory"
+    source.write_text("0")
+    assert host.read({"CARGO_AGENT_MEMORY_SOURCE": str(source)}).used_percent == pytest.approx(
+        real.used_percent, abs=5)  # the real reading, not 0 (memory moves a little between readings)
+    source.write_text("100")
+    assert host.read({"CARGO_AGENT_MEMORY_SOURCE": str(source)}).used_percent == 100.0
