@@ -128,10 +128,9 @@ class Holder:
         self.command = [w for w in command if isinstance(w, str)] if isinstance(command, list) else []
         self.admitted = _number(fields.get("admitted"))
         self.queued = _number(fields.get("queued"))
-        if any(fields.get(name) is not None and getattr(self, name) is None
-               for name in ("pid", "slot", "seq", "user", "cwd", "admitted", "queued")) \
-                or len(self.command) != len(command if isinstance(command, list) else []) \
-                or (command is not None and not isinstance(command, list)):
+        wrong_type = any(fields.get(name) is not None and getattr(self, name) is None
+                         for name in ("pid", "slot", "seq", "user", "cwd", "admitted", "queued"))
+        if wrong_type or (command is not None and (not isinstance(command, list) or len(self.command) != len(command))):
             self.malformed = True  # a field of the wrong type: still read, but named by --doctor
 
     @classmethod
@@ -262,12 +261,12 @@ def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
         # good (a group member's, in a shared dir) must not hang every wrapper past it.
         if not lockdir.lock_within(mutex, settings.wait_timeout):
             holder = lockdir.lock_holder(settings.lock_dir / "queue.lock", lockdir.locked_inodes())
-            raise SlotWaitTimeoutError(f"gave up waiting for {settings.lock_dir / 'queue.lock'}: "
-                                       f"pid {holder} has held it for longer than the wait timeout",
-                                       help=("see what that process is: ps -p " + str(holder),))
+            who, look = (f"pid {holder}", f"ps -p {holder}") if holder else ("a process", "cat /proc/locks")
+            raise SlotWaitTimeoutError(f"gave up waiting for {settings.lock_dir / 'queue.lock'}: {who} has held "
+                                       "it for longer than the wait timeout", help=(f"see what holds it: {look}",))
         counter = settings.lock_dir / "queue.seq"
         text = (lockdir.read_text(counter) or "").strip()
-        seq = int(text) + 1 if text.isdigit() else 1
+        seq = int(text) + 1 if text.isdigit() and len(text) <= 12 else 1  # planted junk restarts it
         lockdir.write_atomic(counter, f"{seq}\n".encode(), settings.shared)  # only ever under the mutex
         path = queue / f"{seq:012d}-{os.getpid()}.ticket"
         lockdir.remove(path)  # a leftover of a dead waiter with our pid, or a plant: never reused

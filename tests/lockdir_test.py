@@ -357,3 +357,20 @@ def test_escape_sequences_in_another_users_command_never_reach_the_terminal(
     finally:
         holder.send_signal(signal.SIGINT)
         holder.wait(30)
+
+
+def test_a_queue_lock_held_for_good_gives_up_at_the_wait_timeout(virtual_ws: Path, run_agent: RunAgent,
+                                                                fake_cargo_env: dict[str, str]) -> None:
+    lock_dir = Path(fake_cargo_env["CARGO_AGENT_LOCK_DIR"])
+    lockdir.prepare(lock_dir, shared=False)
+    fd = lockdir.open_lock(lock_dir / "queue.lock", shared=False)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a group member's process that never lets go
+    try:
+        result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env, timeout=60,
+                           extra_env={"CARGO_AGENT_WAIT_TIMEOUT": "2s"})
+    finally:
+        os.close(fd)
+    assert result.returncode == 75, result.stderr
+    assert result.stderr.splitlines()[0] == (f"error: gave up waiting for {lock_dir / 'queue.lock'}: pid {os.getpid()} "
+                                             "has held it for longer than the wait timeout")
+    assert not Path(fake_cargo_env["FAKE_LOG"]).exists()
