@@ -124,9 +124,9 @@ _FORBIDDEN_METHODS = {"write_text", "write_bytes", "mkdir", "chmod", "touch", "u
 
 
 def test_every_file_op_on_a_lock_dir_goes_through_lockdir() -> None:
-    """The audit: a module that works with a lock dir (it imports lockdir) creates, opens, writes,
-    renames, removes and changes modes only through lockdir. This covers modules added later
-    (CPU tokens, link slots) as soon as they import it."""
+    """The audit: a module that works with a lock dir (it imports lockdir, or handles a `lock_dir`)
+    creates, opens, writes, renames, removes and changes modes only through lockdir. This covers
+    modules added later (CPU tokens, link slots) as soon as they touch a lock dir."""
     offenders = []
     for path in sorted((REPO / "cargo_agent").rglob("*.py")):
         if path.name == "lockdir.py":
@@ -134,7 +134,9 @@ def test_every_file_op_on_a_lock_dir_goes_through_lockdir() -> None:
         tree = ast.parse(path.read_text())
         imports = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                    for alias in node.names}
-        if "lockdir" not in imports:
+        handles = any(isinstance(node, ast.Attribute) and node.attr == "lock_dir"
+                      or isinstance(node, ast.Name) and node.id == "lock_dir" for node in ast.walk(tree))
+        if "lockdir" not in imports and not handles:
             continue
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
