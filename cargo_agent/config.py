@@ -489,6 +489,11 @@ def merge(layers_high_to_low: list[Layer]) -> Config:
     for layer in reversed(layers_high_to_low):
         for key, (value, origin) in layer.values.items():
             values[key], origins[key] = value, origin
+    # Slots, as always: every lower layer may lower the count, so the lowest request wins.
+    requests = [value for layer in layers_high_to_low if layer.name != "host"
+                for key, value in layer.values.items() if key == "slots" and value[0] is not None]
+    if requests:
+        values["slots"], origins["slots"] = min(requests)
     host = next((layer for layer in layers_high_to_low if layer.name == "host"), Layer("host", {}))
     config = Config(values, origins, dict(host.values), layers=list(layers_high_to_low))
     for key, (bound, host_origin) in host.values.items():
