@@ -30,7 +30,8 @@ LIMITS = [s for s in config.SETTINGS if s.tighter is not None]
 NAMED_LIMITS = {"limit_as", "limit_as_exempt", "timeout", "mem_high", "mem_kill", "jobs", "test_threads",
                 "retries", "wait_timeout", "slots", "lock_dir", "allow_unscoped", "allow_all_targets",
                 "allow_all_features_tests", "kill_grace", "link_threads", "scoped_subcommands",
-                "per_build_memory", "host_reserve", "cpus", "link_slots", "max_packages"}
+                "per_build_memory", "host_reserve", "cpus", "link_slots", "max_packages", "pressure_high",
+                "pressure_kill"}
 
 
 def strict_raw(setting: config.Setting) -> str:
