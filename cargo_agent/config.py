@@ -455,12 +455,17 @@ def table_layer(name: str, table: Mapping[str, object], where: str) -> Layer:
 
 
 def file_layer(name: str, path: Path) -> Layer:
-    """A layer from a cargo-agent config file; a missing file is an empty layer."""
+    """A layer from a cargo-agent config file; a missing file is an empty layer, and so is
+    /dev/null (`CARGO_AGENT_CONFIG=/dev/null`: no file). The host file is parsed every time,
+    never taken from the parse cache: that cache lives in a dir the user (and so an agent, through
+    XDG_CACHE_HOME) can write, so an entry for the host file could be forged."""
     if not os.path.lexists(path):
         return Layer(name, {}, str(path))  # the usual case: no file, and no TOML import on the fast path
+    if os.path.realpath(path) == os.devnull:
+        return Layer(name, {}, str(path), exists=True)
     from cargo_agent.tomlfile import read_toml
 
-    data = read_toml(path, missing_ok=True)
+    data = read_toml(path, missing_ok=True, cache=name != "host")
     layer = table_layer(name, data or {}, str(path))
     layer.path, layer.exists = str(path), data is not None
     return layer

@@ -174,7 +174,7 @@ def test_a_refusal_names_only_an_override_that_would_work(etc: Path, tmp_path: P
     decision = policy.evaluate(command, location, config.load(env))
     assert not decision.allowed
     help_text = "\n".join(decision.error().help)
-    assert "CARGO_AGENT_ALLOW_UNSCOPED=1," not in help_text and "= true" not in help_text
+    assert "CARGO_AGENT_ALLOW_UNSCOPED=1" not in help_text and "[workspace.metadata" not in help_text
     assert f"the host policy keeps this rule on ({etc}:allow_unscoped = false)" in help_text
     etc.unlink()
     assert policy.evaluate(command, location, config.load(env)).allowed
@@ -623,3 +623,29 @@ def test_the_memory_test_hook_can_only_make_a_reading_worse(tmp_path: Path) -> N
         real.used_percent, abs=5)  # the real reading, not 0 (memory moves a little between readings)
     source.write_text("100")
     assert host.read({"CARGO_AGENT_MEMORY_SOURCE": str(source)}).used_percent == 100.0
+
+
+def test_a_forged_parse_cache_entry_cannot_stand_for_the_host_file(etc: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TOML parse cache lives in a dir the user can write (XDG_CACHE_HOME), so an agent could
+    write an entry for the host file with its exact signature: the host file never uses it."""
+    import marshal
+
+    from cargo_agent import tomlfile
+
+    etc.write_text('timeout = "1h"\n')
+    cache = tmp_path / "cache"
+    (cache / "cargo-agent").mkdir(parents=True)
+    info = etc.stat()
+    forged = {str(etc): ((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns),
+                         marshal.dumps({"timeout": "none"}))}
+    (cache / "cargo-agent" / tomlfile.CACHE_NAME).write_bytes(marshal.dumps(forged))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setattr(tomlfile, "_CACHE", tomlfile._Cache())
+    assert tomlfile.read_toml(etc) == {"timeout": "none"}  # what the cache would have said
+    assert config.load({"XDG_CONFIG_HOME": str(tmp_path)})["timeout"] == 3600.0
+
+
+def test_cargo_agent_config_dev_null_reads_nothing(etc: Path, tmp_path: Path) -> None:
+    loaded = config.load({"CARGO_AGENT_CONFIG": "/dev/null", "XDG_CONFIG_HOME": str(tmp_path)})
+    assert not loaded.host and not loaded.clamped  # no /etc file here: /dev/null is the (empty) host file
