@@ -269,12 +269,13 @@ HOST_POLICY = {  # strict, yet loose enough for a build to run on this host
     "slots": "1", "mem_high": "99", "mem_kill": "99", "per_build_memory": "4G", "host_reserve": "2G",
     "jobs": "1", "test_threads": "1", "link_threads": "1", "limit_as": "4G", "limit_as_exempt": "fuzz",
     "timeout": "4s", "kill_grace": "1s", "retries": "0", "wait_timeout": "30s",
-    "scoped_subcommands": "test, bench, nextest run",
+    "scoped_subcommands": "test, bench, nextest run", "max_packages": "1",
     "allow_unscoped": "false", "allow_all_targets": "false", "allow_all_features_tests": "false",
 }
 
 
 def _host_file(place: Path, **overrides: str) -> dict[str, str]:
+    assert {s.key for s in LIMITS} <= {*HOST_POLICY, "lock_dir"}, "HOST_POLICY must set every limit"
     values = {**HOST_POLICY, "lock_dir": str(place / "shared"), **overrides}
     (place / "host.toml").write_text(toml(values))
     (place / "host.toml").chmod(0o644)
