@@ -58,6 +58,9 @@ def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dr
         return passthrough.exec_cargo(command, cwd_text, env, passthrough.find_cargo(env, config["cargo"]))
     if not decision.allowed and not dry_run:
         raise decision.error()
+    if not dry_run:  # --dry-run shows every clamp in its settings section
+        for line in config.clamp_warnings():
+            sys.stderr.write(line + "\n")
     child_env = dict(env)
     chosen = passthrough.pin(command, cwd_text, child_env)
     slot_settings = slots.resolve(config, env, create=not dry_run)

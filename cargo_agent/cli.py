@@ -15,6 +15,15 @@ from cargo_agent import argv as argv_model
 from cargo_agent import passthrough
 from cargo_agent.errors import EXIT_SIGNAL_BASE, CargoAgentError, UsageError
 
+# Loop detection. Every cargo-agent adds one to CARGO_AGENT_DEPTH for what it runs; a real nested
+# build (a build script or test calling cargo) adds one level per nesting, a `cargo` wrapper that
+# calls cargo-agent again (or CARGO_AGENT_CARGO naming one) adds one per round and soon hits the
+# limit. The shim marks itself with CARGO_AGENT_SHIM_ACTIVE, cleared here, so a shim reached again
+# before any cargo-agent ran (CARGO_AGENT_BIN naming a shim) stops itself.
+DEPTH_ENV = "CARGO_AGENT_DEPTH"
+SHIM_ACTIVE_ENV = "CARGO_AGENT_SHIM_ACTIVE"
+MAX_DEPTH = 8
+
 # cargo-agent's own options; none of them is a cargo global option.
 OWN_FLAGS = frozenset({"--dry-run", "--json", "--status", "--doctor", "--agent-help", "--agent-version"})
 OWN_VALUE_OPTIONS = frozenset({"--install-shim"})
@@ -65,7 +74,26 @@ def reader_went_away() -> int:
     return 0
 
 
+def _enter(env: dict[str, str]) -> None:
+    text = env.get(DEPTH_ENV, "")
+    depth = (int(text) if text.isascii() and text.isdigit() else 0) + 1
+    env[DEPTH_ENV] = str(depth)
+    env.pop(SHIM_ACTIVE_ENV, None)
+    if depth > MAX_DEPTH:
+        from cargo_agent.errors import CargoNotFoundError
+
+        try:
+            cargo = passthrough.real_cargo(env)
+        except CargoAgentError:
+            cargo = "the cargo it runs"
+        raise CargoNotFoundError(
+            f"cargo-agent started itself {MAX_DEPTH} times over: {cargo} runs cargo-agent again instead of cargo",
+            help=("set CARGO_AGENT_CARGO to the real cargo executable (e.g. ~/.cargo/bin/cargo), or take the "
+                  "wrapper that calls cargo-agent off PATH",))
+
+
 def run(args: list[str], env: dict[str, str]) -> int:
+    _enter(env)
     if args[:1] == ["agent"]:  # `cargo agent ...` runs us as `cargo-agent agent ...`
         args = args[1:]
     own, rest = split_own_options(args)

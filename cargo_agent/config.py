@@ -1,11 +1,16 @@
 """Settings: one table, parsers for each kind of value, and the layering of sources.
 
-Layers, highest precedence first: environment (`CARGO_AGENT_*`), the repo
-(`[workspace.metadata.cargo-agent]` / `[package.metadata.cargo-agent]` in the root
-Cargo.toml), the user file, the host file, the defaults. Host resources (`slots`,
-`lock_dir`) are the exception: they belong to whoever runs the host, so a lower-trust
-layer (user, repo, environment) may lower the slot count but never raise it, and may not
-move the lock dir away from one the host file set.
+Layers, highest precedence first: the environment (`CARGO_AGENT_*`), a file named by
+`CARGO_AGENT_CONFIG` while the host file exists, the repo (`[workspace.metadata.cargo-agent]` /
+`[package.metadata.cargo-agent]` in the root Cargo.toml), the user file, the host file, the
+defaults.
+
+The host file is policy. For a limit (a setting with a `tighter` function), a value the host
+file sets is a bound: every lower layer may tighten it, never loosen it (`merge` puts the
+winning lower value through `tighter(host value, lower value)` and records the clamp). A rule
+switch the host file turns off stays off. A repo (often cloned from a stranger) may toggle rules
+and tighten limits, but may not set a key that names a program or a path outside the repo
+(`repo=False`).
 """
 
 from __future__ import annotations
@@ -154,6 +159,16 @@ def parse_path(raw: object) -> str:
     return os.path.expanduser(text)
 
 
+def parse_absolute_path(raw: object) -> str:
+    """An absolute path (`~` expanded): a relative one would name another dir in every checkout."""
+    if not isinstance(raw, str):  # `lock_dir = 5` is a number, not a path
+        raise ValueError
+    path = parse_path(raw)
+    if not os.path.isabs(path):
+        raise ValueError
+    return os.path.normpath(path)
+
+
 def choice(*choices: str) -> Callable[[object], str]:
     def parse(raw: object) -> str:
         text = _text(raw).lower()
@@ -162,6 +177,43 @@ def choice(*choices: str) -> Callable[[object], str]:
         return text
 
     return parse
+
+
+# ---- how a limit tightens ------------------------------------------------------------
+# Each takes (the host file's value, a lower layer's value) and returns the value obeying both.
+
+def at_most(host: Any, lower: Any) -> Any:
+    """A number where smaller is stricter; None (`unlimited`, `none`, `off`, `auto`) sets no bound."""
+    if host is None:
+        return lower
+    if lower is None:
+        return host
+    return min(host, lower)
+
+
+def at_least(host: Any, lower: Any) -> Any:
+    """A number where larger is stricter (memory assumed per build, memory kept back)."""
+    return max(host, lower)
+
+
+def both_allow(host: Any, lower: Any) -> Any:
+    """A rule switch: the rule is off only if the host file does not keep it on."""
+    return bool(host) and bool(lower)
+
+
+def host_decides(host: Any, lower: Any) -> Any:
+    """A host resource no lower layer may change (the shared lock dir)."""
+    return host
+
+
+def fewer(host: Any, lower: Any) -> Any:
+    """An exemption list: only what the host file also exempts."""
+    return tuple(item for item in lower if item in host)
+
+
+def more(host: Any, lower: Any) -> Any:
+    """A list of what a rule covers: the host's, plus whatever a lower layer adds."""
+    return tuple(host) + tuple(item for item in lower if item not in host)
 
 
 # ---- the table -----------------------------------------------------------------------
@@ -174,52 +226,62 @@ class Setting:
     accepts: str  # what the error message says is accepted
     default: object  # the parsed default; "auto" settings are resolved later
     meaning: str
+    # A limit: (host value, lower value) -> the value obeying both. When the host file sets the
+    # key, lower layers may tighten it, never loosen it. None: not a limit (lower layers win).
+    # A new limit declares it here, e.g. `tighter=at_most` for a count or a size.
+    tighter: Callable[[Any, Any], Any] | None = None
+    repo: bool = True  # False: it names a program or a path outside the repo; a repo may not set it
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("slots", "CARGO_AGENT_SLOTS", parse_auto_or_positive_int, "a whole number >= 1 or 'auto'",
             None, "Build slots on the host: how many compiling commands run at once. `auto` derives it "
-            "from memory and cores (see docs/operator-guide.md). Lower-trust layers may only lower it."),
-    Setting("lock_dir", "CARGO_AGENT_LOCK_DIR", parse_path, "a directory path",
-            None, "Where slot locks, the queue and the run log live. Default "
-            "`$XDG_RUNTIME_DIR/cargo-agent` or `/tmp/cargo-agent-<uid>`. Set in the host file, "
-            "it cannot be changed by lower-trust layers."),
+            "from memory and cores (see docs/operator-guide.md). Lower-trust layers may only lower it.",
+            tighter=at_most),
+    Setting("lock_dir", "CARGO_AGENT_LOCK_DIR", parse_absolute_path, "an absolute directory path",
+            None, "Where slot locks, the queue and the run log live. Default `/tmp/cargo-agent-<uid>` "
+            "(one pool per user). Set in the host file, it is shared by the group and cannot be changed "
+            "by lower-trust layers; a repo may not set it.", tighter=host_decides, repo=False),
     Setting("wait_timeout", "CARGO_AGENT_WAIT_TIMEOUT", parse_duration,
             "a duration like 90s, 30m, 1h, plain seconds, or 'none'",
-            None, "Give up waiting for a slot after this long (exit 75)."),
+            None, "Give up waiting for a slot after this long (exit 75).", tighter=at_most),
     Setting("mem_high", "CARGO_AGENT_MEM_HIGH", parse_percent, "a percentage in (0, 100]",
-            85.0, "Do not admit a new build while memory use is above this percentage."),
+            85.0, "Do not admit a new build while memory use is above this percentage.", tighter=at_most),
     Setting("mem_kill", "CARGO_AGENT_MEM_KILL", parse_percent_or_off, "a percentage in (0, 100] or 'off'",
-            95.0, "While memory use stays above this, stop the most recently admitted build."),
+            95.0, "While memory use stays above this, stop the most recently admitted build.",
+            tighter=at_most),
     Setting("per_build_memory", "CARGO_AGENT_PER_BUILD_MEMORY", parse_size_required,
-            "a size like 4G, 4096M, 12GiB", 4 << 30, "Memory one build is expected to use (auto slots)."),
+            "a size like 4G, 4096M, 12GiB", 4 << 30, "Memory one build is expected to use (auto slots).",
+            tighter=at_least),
     Setting("host_reserve", "CARGO_AGENT_HOST_RESERVE", parse_size_required,
-            "a size like 2G, 2048M", 2 << 30, "Memory kept back for the host (auto slots)."),
+            "a size like 2G, 2048M", 2 << 30, "Memory kept back for the host (auto slots).", tighter=at_least),
     Setting("jobs", "CARGO_AGENT_JOBS", parse_auto_or_positive_int, "a whole number >= 1 or 'auto'",
-            None, "Cap on cargo's `--jobs` per build; `auto` is max(1, cores / slots)."),
+            None, "Cap on cargo's `--jobs` per build; `auto` is max(1, cores / slots).", tighter=at_most),
     Setting("test_threads", "CARGO_AGENT_TEST_THREADS", parse_auto_or_positive_int,
             "a whole number >= 1 or 'auto'", None,
-            "Cap on RUST_TEST_THREADS and NEXTEST_TEST_THREADS; `auto` is min(cores, 8)."),
+            "Cap on RUST_TEST_THREADS and NEXTEST_TEST_THREADS; `auto` is min(cores, 8).", tighter=at_most),
     Setting("link_threads", "CARGO_AGENT_LINK_THREADS", parse_auto_or_positive_int,
             "a whole number >= 1 or 'auto'", None,
-            "Threads lld may use per link (only added where the linker is lld); `auto` is the jobs cap."),
+            "Threads lld may use per link (only added where the linker is lld); `auto` is the jobs cap.",
+            tighter=at_most),
     Setting("limit_as", "CARGO_AGENT_LIMIT_AS", parse_size, "a size like 4G, 4096M, 12GiB, or 'unlimited'",
-            4 << 30, "RLIMIT_AS (address space) of cargo and everything it starts."),
+            4 << 30, "RLIMIT_AS (address space) of cargo and everything it starts.", tighter=at_most),
     Setting("limit_as_exempt", "CARGO_AGENT_LIMIT_AS_EXEMPT", parse_subcommand_list,
             "a comma-separated list of subcommand names, or sanitizer",
             ("fuzz", "miri", "sanitizer"),
-            "Workloads that reserve huge address space by design and run without RLIMIT_AS."),
+            "Workloads that reserve huge address space by design and run without RLIMIT_AS.", tighter=fewer),
     Setting("timeout", "CARGO_AGENT_TIMEOUT", parse_duration,
             "a duration like 90s, 30m, 1h, plain seconds, or 'none'", None,
-            "Stop the whole build after this long (exit 124)."),
+            "Stop the whole build after this long (exit 124).", tighter=at_most),
     Setting("soft_timeout", "CARGO_AGENT_SOFT_TIMEOUT", parse_duration,
             "a duration like 90s, 30m, 1h, plain seconds, or 'none'", None,
             "After this long, warn once with the elapsed time and what is still running."),
     Setting("kill_grace", "CARGO_AGENT_KILL_GRACE", parse_duration_required,
             "a duration like 10s or plain seconds", 10.0,
-            "Time between SIGTERM and SIGKILL when a build is stopped."),
+            "Time between SIGTERM and SIGKILL when a build is stopped.", tighter=at_most),
     Setting("retries", "CARGO_AGENT_RETRIES", lambda raw: parse_positive_int(raw) if _text(raw) != "0" else 0,
-            "a whole number >= 0", 2, "Retries after a transient resource failure (rustc EAGAIN)."),
+            "a whole number >= 0", 2, "Retries after a transient resource failure (rustc EAGAIN).",
+            tighter=at_most),
     Setting("report", "CARGO_AGENT_REPORT", parse_bool, "1/0, true/false, yes/no, on/off", False,
             "Print a one-line run summary on stderr when the build ends."),
     Setting("rustc_wrapper", "CARGO_AGENT_RUSTC_WRAPPER", choice("keep", "clear-sccache", "clear"),
@@ -232,18 +294,20 @@ SETTINGS: tuple[Setting, ...] = (
             "a comma-separated list of subcommands, e.g. test, bench, nextest run, build",
             ("test", "bench", "nextest run", "nextest list", "nextest archive", "miri test"),
             "Subcommands that build test targets: their package selection may hold at most "
-            "`max_packages` packages (rule unscoped-test)."),
+            "`max_packages` packages (rule unscoped-test).", tighter=more),
     Setting("max_packages", "CARGO_AGENT_MAX_PACKAGES", parse_positive_int, "a whole number >= 1", 1,
             "The most packages a scoped subcommand may select (`-p` globs, repeated `-p`, `--workspace`, "
-            "`default-members` all count) before rule unscoped-test refuses it."),
+            "`default-members` all count) before rule unscoped-test refuses it.", tighter=at_most),
     Setting("allow_unscoped", "CARGO_AGENT_ALLOW_UNSCOPED", parse_bool, "1/0, true/false, yes/no, on/off",
-            False, "Turn off rule unscoped-test."),
+            False, "Turn off rule unscoped-test.", tighter=both_allow),
     Setting("allow_all_targets", "CARGO_AGENT_ALLOW_ALL_TARGETS", parse_bool,
-            "1/0, true/false, yes/no, on/off", False, "Turn off rule all-targets."),
+            "1/0, true/false, yes/no, on/off", False, "Turn off rule all-targets.", tighter=both_allow),
     Setting("allow_all_features_tests", "CARGO_AGENT_ALLOW_ALL_FEATURES_TESTS", parse_bool,
-            "1/0, true/false, yes/no, on/off", False, "Turn off rule all-features-tests."),
+            "1/0, true/false, yes/no, on/off", False, "Turn off rule all-features-tests.",
+            tighter=both_allow),
     Setting("cargo", "CARGO_AGENT_CARGO", parse_path, "a path to a cargo executable", None,
-            "The real cargo; default: the first `cargo` on PATH that is not the shim or cargo-agent."),
+            "The real cargo; default: the first `cargo` on PATH that is not the shim or cargo-agent. "
+            "A repo may not set it.", repo=False),
 )
 
 SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
@@ -256,33 +320,125 @@ def host_config_path(env: Mapping[str, str]) -> Path:
     return Path(locations.host_config_path(env))
 
 
+# ---- showing values --------------------------------------------------------------------
+
+_NONE_SHOWN: dict[Callable[[object], Any], str] = {
+    parse_auto_or_positive_int: "auto", parse_size: "unlimited", parse_duration: "none", parse_percent_or_off: "off"}
+
+
+def _duration(seconds: float) -> str:
+    if not seconds.is_integer():
+        return f"{seconds:g}s"
+    whole, parts = int(seconds), list[str]()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size or (unit == "s" and not parts):
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    return "".join(parts)
+
+
+def shown(key: str, value: object) -> str:
+    """A value as a config file would spell it (`4G`, `1h`, `auto`, `off`)."""
+    setting = SETTINGS_BY_KEY.get(key)
+    if value is None:
+        return _NONE_SHOWN.get(setting.parse, "(not set)") if setting else "(not set)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ", ".join(value) or "(none)"
+    if setting is not None and setting.parse in (parse_size, parse_size_required) and isinstance(value, int):
+        for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+            if value % (1 << shift) == 0:
+                return f"{value >> shift}{unit}"
+    if setting is not None and setting.parse in (parse_duration, parse_duration_required) \
+            and isinstance(value, (int, float)):
+        return _duration(float(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 # ---- layering ------------------------------------------------------------------------
 
 @dataclass
 class Layer:
-    name: str  # "environment", "repo", "user", "host"
+    name: str  # "environment", "named" (CARGO_AGENT_CONFIG below a host file), "repo", "user", "host"
     values: dict[str, tuple[Any, str]]  # key -> (parsed value, origin e.g. "CARGO_AGENT_SLOTS")
+    path: str | None = None  # the file it was read from
+    exists: bool = False  # the file exists (a missing file is an empty layer)
+
+
+@dataclass
+class Clamp:
+    """A lower layer asked for more than the host file allows."""
+    asked: Any
+    asked_by: str  # e.g. "CARGO_AGENT_TIMEOUT" or "/repo/Cargo.toml:[workspace.metadata.cargo-agent]:timeout"
+    host_origin: str  # e.g. "/etc/cargo-agent.toml:timeout"
 
 
 @dataclass
 class Config:
     values: dict[str, Any]
     origins: dict[str, str] = field(default_factory=dict)  # key -> where the value came from
-    host_slots: int | None = None  # the host file's slot count (the ceiling), if it set one
-    host_lock_dir: str | None = None
+    host: dict[str, tuple[Any, str]] = field(default_factory=dict)  # what the host file sets: key -> (value, origin)
+    clamped: dict[str, Clamp] = field(default_factory=dict)  # key -> what was asked and clamped
+    layers: list[Layer] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
+
+    @property
+    def host_slots(self) -> int | None:
+        """The host file's slot count (the ceiling N), if it sets a number."""
+        value = self.host.get("slots", (None, ""))[0]
+        return value if isinstance(value, int) else None
+
+    @property
+    def host_lock_dir(self) -> str | None:
+        value = self.host.get("lock_dir", (None, ""))[0]
+        return value if isinstance(value, str) else None
+
+    def baseline(self, key: str) -> Any:
+        """What the host file sets for `key`, else the default: the value no lower layer changes
+        (auto slots are sized from it, so that nobody's environment raises N)."""
+        return self.host[key][0] if key in self.host else SETTINGS_BY_KEY[key].default
+
+    def explain(self, key: str) -> str:
+        """`key = value (where it came from)`, and the clamp when the host policy applied one."""
+        origin = self.origins[key]
+        line = f"{key} = {shown(key, self.values[key])} ({'default' if origin == 'default' else 'from ' + origin})"
+        clamp = self.clamped.get(key)
+        if clamp is not None:
+            line += f"; clamped by host policy: {clamp.asked_by} asked for {shown(key, clamp.asked)}"
+        return line
+
+    def clamp_warnings(self) -> list[str]:
+        """One line for each value the host policy clamped (a run says what it did not honour)."""
+        lines = []
+        for key, clamp in self.clamped.items():
+            if key == "slots":
+                lines.append(f"warning: cargo-agent: {clamp.asked_by} asks for {clamp.asked} slots but the host "
+                             f"has {self.values[key]}; using {self.values[key]}")
+            else:
+                lines.append(f"warning: cargo-agent: {clamp.asked_by} asks for {key} = {shown(key, clamp.asked)} "
+                             f"but the host policy ({clamp.host_origin}) allows "
+                             f"{shown(key, self.values[key])}; using that")
+        return lines
+
+    def host_forbids(self, key: str) -> str | None:
+        """Where the host file keeps a rule switch off (None if a lower layer may turn it on)."""
+        value, origin = self.host.get(key, (True, ""))
+        return origin if value is False else None
 
 
 def _parse(setting: Setting, raw: object, origin: str) -> Any:
     try:
         return setting.parse(raw)
     except ValueError:
-        shown = raw if isinstance(raw, str) else repr(raw)
-        if not shown.isprintable():  # the message stays one line, whatever the value holds
-            shown = shown.encode("unicode_escape").decode("ascii")
-        raise ConfigError(f"invalid value '{shown}' for {origin}: expected {setting.accepts}") from None
+        shown_value = raw if isinstance(raw, str) else repr(raw)
+        if not shown_value.isprintable():  # the message stays one line, whatever the value holds
+            shown_value = shown_value.encode("unicode_escape").decode("ascii")
+        raise ConfigError(f"invalid value '{shown_value}' for {origin}: expected {setting.accepts}") from None
 
 
 def env_layer(env: Mapping[str, str]) -> Layer:
@@ -303,6 +459,11 @@ def table_layer(name: str, table: Mapping[str, object], where: str) -> Layer:
             known = ", ".join(s.key for s in SETTINGS)
             raise ConfigError(f"unknown key '{raw_key}' in {where}" + _did_you_mean(raw_key),
                               help=(f"known keys: {known}",))
+        if name == "repo" and not setting.repo:
+            raise ConfigError(f"'{raw_key}' in {where} is not accepted from a repo: it names a program "
+                              "or a path outside the repo",
+                              help=(f"remove it; to choose it yourself, set {setting.env} or `{key}` in "
+                                    "~/.config/cargo-agent/config.toml",))
         values[key] = (_parse(setting, raw, f"{where}:{raw_key}"), f"{where}:{raw_key}")
     return Layer(name, values)
 
@@ -318,13 +479,20 @@ def _did_you_mean(raw_key: str) -> str:
 
 
 def file_layer(name: str, path: Path) -> Layer:
-    """A layer from a cargo-agent config file; a missing file is an empty layer."""
+    """A layer from a cargo-agent config file; a missing file is an empty layer, and so is
+    /dev/null (`CARGO_AGENT_CONFIG=/dev/null`: no file). The host file is parsed every time,
+    never taken from the parse cache: that cache lives in a dir the user (and so an agent, through
+    XDG_CACHE_HOME) can write, so an entry for the host file could be forged."""
     if not os.path.lexists(path):
-        return Layer(name, {})  # the usual case: no file, and no TOML import on the fast path
+        return Layer(name, {}, str(path))  # the usual case: no file, and no TOML import on the fast path
+    if os.path.realpath(path) == os.devnull:
+        return Layer(name, {}, str(path), exists=True)
     from cargo_agent.tomlfile import read_toml
 
-    data = read_toml(path, missing_ok=True)
-    return table_layer(name, data or {}, str(path))
+    data = read_toml(path, missing_ok=True, cache=name != "host")
+    layer = table_layer(name, data or {}, str(path))
+    layer.path, layer.exists = str(path), data is not None
+    return layer
 
 
 def repo_layer(manifest: Mapping[str, Any] | None, manifest_path: str | os.PathLike[str] | None) -> Layer:
@@ -335,36 +503,47 @@ def repo_layer(manifest: Mapping[str, Any] | None, manifest_path: str | os.PathL
         if table is not None:
             if not isinstance(table, dict):
                 raise ConfigError(f"[{section}.metadata.cargo-agent] in {manifest_path} is not a table")
-            return table_layer("repo", table, f"{manifest_path}:[{section}.metadata.cargo-agent]")
+            layer = table_layer("repo", table, f"{manifest_path}:[{section}.metadata.cargo-agent]")
+            layer.path, layer.exists = str(manifest_path), True
+            return layer
     return Layer("repo", {})
 
 
 def merge(layers_high_to_low: list[Layer]) -> Config:
-    """Apply precedence. Host resources are kept apart: `host_slots`/`host_lock_dir` hold what
-    the host file says, and `values["slots"]` the lowest count any other layer asks for;
-    `slots.resolve` combines them (a request may lower the ceiling, never raise it)."""
+    """Apply precedence, then host policy: for each limit the host file sets, the value that won
+    among the lower layers is put through the setting's `tighter`, so it can only be as strict
+    as the host's or stricter. What was asked and clamped is kept for --dry-run and --doctor."""
     values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
     origins: dict[str, str] = {s.key: "default" for s in SETTINGS}
     for layer in reversed(layers_high_to_low):
         for key, (value, origin) in layer.values.items():
             values[key], origins[key] = value, origin
-    config = Config(values, origins)
+    # Slots, as always: every lower layer may lower the count, so the lowest request wins.
+    requests = [value for layer in layers_high_to_low if layer.name != "host"
+                for key, value in layer.values.items() if key == "slots" and value[0] is not None]
+    if requests:
+        values["slots"], origins["slots"] = min(requests)
     host = next((layer for layer in layers_high_to_low if layer.name == "host"), Layer("host", {}))
-    if "slots" in host.values:
-        config.host_slots = host.values["slots"][0]
-    requests = [(value, origin) for layer in layers_high_to_low if layer.name != "host"
-                for key, (value, origin) in layer.values.items() if key == "slots" and value is not None]
-    values["slots"], origins["slots"] = min(requests) if requests else (None, "default")
-    if "lock_dir" in host.values:
-        config.host_lock_dir = host.values["lock_dir"][0]
-        values["lock_dir"], origins["lock_dir"] = host.values["lock_dir"]
+    config = Config(values, origins, dict(host.values), layers=list(layers_high_to_low))
+    for key, (bound, host_origin) in host.values.items():
+        tighter = SETTINGS_BY_KEY[key].tighter
+        if tighter is None or origins[key] == host_origin:
+            continue
+        asked = values[key]
+        obeyed = tighter(bound, asked)
+        if obeyed != asked:
+            config.clamped[key] = Clamp(asked, origins[key], host_origin)
+            values[key] = obeyed
+            origins[key] = host_origin if obeyed == bound else f"{origins[key]} within {host_origin}"
     return config
 
 
 def load(env: Mapping[str, str], manifest: Mapping[str, Any] | None = None,
          manifest_path: str | os.PathLike[str] | None = None) -> Config:
+    named = locations.named_config_path(env)
     layers = [
         env_layer(env),
+        *([file_layer("named", Path(named))] if named else []),
         repo_layer(manifest, manifest_path),
         file_layer("user", user_config_path(env)),
         file_layer("host", host_config_path(env)),

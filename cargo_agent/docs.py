@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cargo_agent.config import SETTINGS
+from cargo_agent.config import SETTINGS, Setting
 from cargo_agent.errors import EXIT_CODES
 from cargo_agent.locations import CONFIG_PATH_ENV, DEFAULT_HOST_CONFIG
 
@@ -24,8 +24,34 @@ def _default(value: object) -> str:
     return str(value)
 
 
+_TIGHTER = {"at_most": "lower only", "at_least": "higher only", "both_allow": "only while the host allows",
+            "host_decides": "host file only", "fewer": "fewer only", "more": "more only"}
+
+
+def _policy(setting: Setting) -> str:
+    """How a lower layer may change what the host file sets, for the table's `host policy` column."""
+    shown = _TIGHTER.get(setting.tighter.__name__, "tighter only") if setting.tighter else "any value"
+    return shown + ("" if setting.repo else "; not from a repo")
+
+
+OTHER_VARIABLES = (
+    (CONFIG_PATH_ENV, f"a config file: the host file where no `{DEFAULT_HOST_CONFIG}` exists, else one more "
+                      "layer below the environment"),
+    ("CARGO_AGENT_SLOT", "set by cargo-agent for the build: the slot it holds, so nested calls run inside it"),
+    ("CARGO_AGENT_INVOKED_AS", "set by the PATH shim to `cargo`, so refusal hints name the command you typed"),
+    ("CARGO_AGENT_BIN", "the cargo-agent the shim should run (default: the one on PATH)"),
+    ("CARGO_AGENT_MEMORY_SOURCE", "testing hook: a file holding a used-memory percentage, used only when it is "
+                                  "above the real reading (it can only make admission stricter)"),
+    ("CARGO_AGENT_DEPTH", "set by cargo-agent for what it runs: how many cargo-agents run inside each other; "
+                          "past 8 it is a wrapper loop (exit 127)"),
+    ("CARGO_AGENT_SHIM_ACTIVE", "set by the PATH shim, cleared by cargo-agent: a shim that finds it set was "
+                                "started by a shim (exit 127)"),
+)
+
+
 def configuration() -> str:
-    rows = "\n".join(f"| `{s.key}` | `{s.env}` | {s.accepts} | {_default(s.default)} | {s.meaning} |"
+    others = "\n".join(f"| `{name}` | {meaning} |" for name, meaning in OTHER_VARIABLES)
+    rows = "\n".join(f"| `{s.key}` | `{s.env}` | {s.accepts} | {_default(s.default)} | {_policy(s)} | {s.meaning} |"
                      for s in SETTINGS)
     return f"""# Configuration
 
@@ -35,37 +61,53 @@ Every setting has an environment variable and a config key (kebab-case keys are 
 Layers, highest precedence first:
 
 1. the environment (`CARGO_AGENT_*`);
-2. the repo: `[workspace.metadata.cargo-agent]` or `[package.metadata.cargo-agent]` in the root Cargo.toml;
-3. the user file: `~/.config/cargo-agent/config.toml` (`$XDG_CONFIG_HOME`);
-4. the host file: `{DEFAULT_HOST_CONFIG}` (another path with `{CONFIG_PATH_ENV}`);
-5. the defaults below.
+2. a file named by `{CONFIG_PATH_ENV}`, when `{DEFAULT_HOST_CONFIG}` exists (see below);
+3. the repo: `[workspace.metadata.cargo-agent]` or `[package.metadata.cargo-agent]` in the root Cargo.toml;
+4. the user file: `~/.config/cargo-agent/config.toml` (`$XDG_CONFIG_HOME`);
+5. the host file: `{DEFAULT_HOST_CONFIG}`;
+6. the defaults below.
 
-Host resources are the exception: `slots` may only be *lowered* by the environment, repo or user
-layers, never raised above the host's count (a higher request runs with the host's count and one
-`warning:` line says so); a `lock_dir` set in the host file cannot be moved by them. A bad value
-exits 2 with one line naming the setting, where it came from and what is accepted; so do values
-that contradict each other once the layers are merged (`mem_kill` below `mem_high`), and an
-unknown key (with the closest known key when there is one).
+**The host file is policy.** For a limit the host file sets, the layers above it may make it
+stricter, never looser: the `host policy` column says which way each may move (a `timeout` only
+shorter, `limit_as_exempt` only fewer entries, an `allow_*` switch only on while the host allows
+it, `lock_dir` not at all). A looser value is clamped to the host's, and `cargo-agent --dry-run`
+and `--doctor` show where every value came from and what was clamped. A setting the host file
+does not set is free for every layer, as are settings marked `any value`; in the host file,
+`auto`, `none`, `unlimited` and `off` set no bound (write a number to cap). A repo may toggle rules
+and tighten limits, but may not set `cargo` or `lock_dir` (exit 2): a cloned repo never chooses
+the program cargo-agent runs or moves you into a slot pool of its own.
 
 A config that cannot be used (a malformed or unreadable file, a bad value, an unknown key, values
 that contradict each other) fails closed for compiling commands: they exit 2 and nothing runs.
 Commands that compile nothing (`--version`, `--list`, `help`, `metadata`, `fmt`, `tree`, ...) are
 not held hostage by it: they run with the defaults after one `warning:` line naming the problem,
-so that `cargo --version` through the shim keeps working while the config is being fixed.
+so that `cargo --version` through the shim keeps working while the config is being fixed. Values
+that contradict each other once the layers are merged (`mem_kill` below `mem_high`) exit 2, and an
+unknown key is named with the closest known key when there is one. A `slots` request above the
+host's count runs with the host's count, and one `warning:` line says so.
 
-| key | env var | accepts | default | meaning |
-|---|---|---|---|---|
+**Which file is the host file.** `{DEFAULT_HOST_CONFIG}` whenever it exists: `{CONFIG_PATH_ENV}`
+cannot replace or drop it (`{CONFIG_PATH_ENV}=/dev/null` reads nothing more, and the host file
+still applies); a file it names is read as layer 2, clamped like the environment. Only where no
+`{DEFAULT_HOST_CONFIG}` exists (tests, installs without root) does `{CONFIG_PATH_ENV}` name the
+host file itself; such a host has no policy an agent could not change.
+
+**N, the slot count, lives in the host file** (`slots`), read on every run: editing it changes N
+for the next build. Without it, N is derived from memory and cores with the host file's (or the
+default) `per_build_memory` and `host_reserve`. Nothing else raises N: `slots` and the sizing
+keys from the other layers only lower the count of their own runs.
+
+A bad value exits 2 with one line naming the setting, where it came from and what is accepted.
+
+| key | env var | accepts | default | host policy | meaning |
+|---|---|---|---|---|---|
 {rows}
 
 Other variables:
 
 | env var | meaning |
 |---|---|
-| `{CONFIG_PATH_ENV}` | path of the host config file (default `{DEFAULT_HOST_CONFIG}`) |
-| `CARGO_AGENT_SLOT` | set by cargo-agent for the build: the slot it holds, so nested calls run inside it |
-| `CARGO_AGENT_INVOKED_AS` | set by the PATH shim to `cargo`, so refusal hints name the command you typed |
-| `CARGO_AGENT_BIN` | the cargo-agent the shim should run (default: the one on PATH) |
-| `CARGO_AGENT_MEMORY_SOURCE` | testing hook: a file holding a used-memory percentage instead of the real reading |
+{others}
 """
 
 

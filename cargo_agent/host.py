@@ -3,7 +3,8 @@ for admission, auto slots and the kill guard.
 
 Memory: cgroup v2 (`memory.max` / `memory.current` of our own cgroup) when it has a limit, else
 `/proc/meminfo` (MemTotal, MemAvailable). `CARGO_AGENT_MEMORY_SOURCE` names a file holding a
-used percentage instead: the hook tests use to simulate a host under pressure.
+used percentage: the hook tests use to simulate a host under pressure. Anyone can set it, so it
+can only make a reading worse: the real reading wins when it is higher.
 """
 
 from __future__ import annotations
@@ -67,13 +68,20 @@ def meminfo(proc_root: Path = Path("/proc")) -> dict[str, int]:
 
 
 def read(env: Mapping[str, str], proc_root: Path = Path("/proc")) -> Reading:
+    real = _real_reading(proc_root)
     simulated = env.get(SOURCE_ENV)
     if simulated:
         try:
-            return Reading(float(Path(simulated).read_text().strip().rstrip("%")), 0, f"file {simulated}")
+            percent = float(Path(simulated).read_text().strip().rstrip("%"))
         except (OSError, ValueError):
             raise UsageError(f"invalid value '{simulated}' for {SOURCE_ENV}: "
                              "expected a readable file holding a percentage") from None
+        if not percent <= real.used_percent:  # a simulated reading only ever makes it worse (NaN too)
+            return Reading(percent if percent == percent else 100.0, real.total, f"file {simulated}")
+    return real
+
+
+def _real_reading(proc_root: Path) -> Reading:
     cgroup = _cgroup_v2_dir(proc_root)
     reading = _from_cgroup(cgroup) if cgroup else None
     if reading is not None:

@@ -10,7 +10,12 @@ an open, a directory where a file should be. So, here and only here:
   and never on a file someone else made;
 - writes go to an `O_EXCL` temporary that is renamed over the target (the rename replaces a
   planted link itself, never what it points to);
+- the directory of every file is opened without following links and the file is reached from
+  that fd (`openat`, `renameat`, `unlinkat`), so a subdir swapped for a symlink leads nowhere;
+- a file must be ours (or root's), or carry the group of a shared (setgid) dir;
 - every failure is a `LockDirError`: one line naming the file, exit 2, never a traceback or a hang.
+Readers of what these files hold (slots.Holder, report.RunRecord) treat it as hostile input too:
+wrong shapes read as missing, and text is escaped before it reaches a terminal (`printable`).
 """
 
 from __future__ import annotations
@@ -47,12 +52,39 @@ def _describe(err: OSError) -> str:
         return "no space left on the device"
     if err.errno == errno.EISDIR:
         return "it is a directory"
+    if err.errno == errno.ENOTDIR:
+        return "a part of the path is not a directory"
     return (err.strerror or str(err)).lower()
 
 
-def _check_opened(fd: int, path: str) -> None:
+def owner_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OSError):
+        return f"uid {uid}"
+
+
+def _parent(path: str, follow: bool = False) -> tuple[int, str]:
+    """The directory of `path`, opened without following a link (a group member may have swapped
+    a subdir like `queue` for a symlink), and the name inside it. Every operation below works on
+    that fd (`*at` calls), so a swap after this check changes nothing. `follow`: the parent of
+    the lock dir itself, which the operator chose (`/var/run` may well be a link)."""
+    directory, name = os.path.split(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(directory or ".", flags)
+    except OSError as err:
+        why = "it is a symlink; refusing to follow it" if os.path.islink(directory) else _describe(err)
+        raise LockDirError(f"cannot open {directory}: {why}") from None
+    return fd, name
+
+
+def _check_opened(fd: int, path: str, parent: int) -> None:
     """The open fd must be a regular file with one link: not a FIFO, device, directory, or a
-    hard link to somebody's file."""
+    hard link to somebody's file; and it must be ours (or root's), or carry the group of a
+    shared (setgid) dir."""
     info = os.fstat(fd)
     kind = None
     if stat.S_ISDIR(info.st_mode):
@@ -63,34 +95,45 @@ def _check_opened(fd: int, path: str) -> None:
         kind = "not a regular file"
     elif info.st_nlink != 1:
         kind = f"a file with {info.st_nlink} hard links"
+    elif info.st_uid not in (os.geteuid(), 0):
+        where = os.fstat(parent)
+        if not (where.st_mode & stat.S_ISGID and info.st_gid == where.st_gid):
+            kind = f"owned by {owner_name(info.st_uid)}, outside the lock dir's group"
     if kind is not None:
         os.close(fd)
         raise LockDirError(f"cannot use {path}: it is {kind}; refusing it",
                            help=("something other than cargo-agent put it there: remove it",))
 
 
-def open_file(path: str | os.PathLike[str], flags: int, mode: int, create: bool = True) -> int:
+def open_file(path: str | os.PathLike[str], flags: int, mode: int, create: bool = True,
+              exclusive: bool = False) -> int:
     """Open a file of the lock dir, creating it with `mode` (whatever the umask) if asked and
-    absent. Never follows a link, never blocks, never changes a file it did not create."""
+    absent; `exclusive`: it must not exist yet. Never follows a link, never blocks, never
+    changes a file it did not create."""
     path = os.fspath(path)
     access = flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
     extra = flags & os.O_APPEND  # never O_TRUNC: it would act before the checks (write_atomic replaces)
+    parent, name = _parent(path)
     try:
-        if create:
-            try:
-                fd = os.open(path, access | extra | os.O_CREAT | os.O_EXCL | SAFE_OPEN, mode)
-            except FileExistsError:
-                pass
-            else:
-                os.fchmod(fd, mode)
-                os.set_blocking(fd, True)
-                return fd
-        fd = os.open(path, access | extra | SAFE_OPEN)
-    except OSError as err:
-        if isinstance(err, FileNotFoundError) and not create:
-            raise
-        raise LockDirError(f"cannot open {path}: {_describe(err)}") from None
-    _check_opened(fd, path)
+        try:
+            if create:
+                try:
+                    fd = os.open(name, access | extra | os.O_CREAT | os.O_EXCL | SAFE_OPEN, mode, dir_fd=parent)
+                except FileExistsError:
+                    if exclusive:
+                        raise
+                else:
+                    os.fchmod(fd, mode)
+                    os.set_blocking(fd, True)
+                    return fd
+            fd = os.open(name, access | extra | SAFE_OPEN, dir_fd=parent)
+        except OSError as err:
+            if isinstance(err, FileNotFoundError) and not create:
+                raise
+            raise LockDirError(f"cannot open {path}: {_describe(err)}") from None
+        _check_opened(fd, path, parent)
+    finally:
+        os.close(parent)
     os.set_blocking(fd, True)
     return fd
 
@@ -113,59 +156,106 @@ def read_text(path: str | os.PathLike[str]) -> str | None:
         raise LockDirError(f"cannot read {os.fspath(path)}: {_describe(err)}") from None
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, shared: bool) -> None:
-    """Replace `path` with `data`: an O_EXCL temporary beside it, renamed over it."""
-    path = os.fspath(path)
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}")
+def write_fd(fd: int, data: bytes, path: str | os.PathLike[str]) -> None:
+    """All of `data` to a file of the lock dir opened here (a full disk is an error, not a traceback)."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | SAFE_OPEN, file_mode(shared))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as err:
+        raise LockDirError(f"cannot write {os.fspath(path)}: {_describe(err)}") from None
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, shared: bool) -> None:
+    """Replace `path` with `data`: an O_EXCL temporary beside it, renamed over it (the rename
+    replaces a planted link itself, never what it points to)."""
+    path = os.fspath(path)
+    parent, name = _parent(path)
+    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | SAFE_OPEN, file_mode(shared), dir_fd=parent)
         try:
             os.fchmod(fd, file_mode(shared))
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_fd(fd, data, path)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except OSError as err:
+        os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+    except (OSError, LockDirError) as err:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=parent)
         except OSError:
             pass
+        if isinstance(err, LockDirError):
+            raise
         raise LockDirError(f"cannot write {path}: {_describe(err)}") from None
+    finally:
+        os.close(parent)
 
 
 def append(path: str | os.PathLike[str], data: bytes, shared: bool) -> None:
     fd = open_file(path, os.O_WRONLY | os.O_APPEND, file_mode(shared))
     try:
-        os.write(fd, data)
-    except OSError as err:
-        raise LockDirError(f"cannot write {os.fspath(path)}: {_describe(err)}") from None
+        write_fd(fd, data, path)
     finally:
         os.close(fd)
 
 
-def make_dir(path: str | os.PathLike[str], shared: bool) -> None:
-    """A directory of the lock dir (or the lock dir itself), created with its mode set on the
+def rename(path: str | os.PathLike[str], new_name: str) -> None:
+    """Rename a file of the lock dir within its directory (a link is renamed itself, never followed)."""
+    path = os.fspath(path)
+    parent, name = _parent(path)
+    try:
+        os.replace(name, new_name, src_dir_fd=parent, dst_dir_fd=parent)
+    except OSError as err:
+        raise LockDirError(f"cannot rename {path}: {_describe(err)}") from None
+    finally:
+        os.close(parent)
+
+
+def listdir(path: str | os.PathLike[str]) -> list[str]:
+    """Names in a directory of the lock dir (a symlink, a FIFO or a missing dir lists nothing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return []
+    try:
+        return os.listdir(fd)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: str | os.PathLike[str], shared: bool, top: bool = False) -> None:
+    """A directory of the lock dir (`top`: the lock dir itself), created with its mode set on the
     directory opened without following links (no chmod-by-path race). An existing one is
     checked, not changed."""
     path = os.fspath(path)
     mode = dir_mode(shared)
+    parent, name = _parent(path, follow=top)
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        return
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent)
+        except FileExistsError:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                raise LockDirError(f"cannot use {path}: it is a symlink; refusing to follow it",
+                                   help=("something other than cargo-agent put it there: remove it",)) from None
+            if not stat.S_ISDIR(info.st_mode):
+                raise LockDirError(f"cannot use {path}: it is not a directory; refusing it",
+                                   help=("something other than cargo-agent put it there: remove it",)) from None
+            return
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        try:
+            if os.fstat(fd).st_uid != os.geteuid():  # swapped for someone else's between mkdir and open
+                raise LockDirError(f"cannot create {path}: it was replaced while being created")
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
     except OSError as err:
         raise LockDirError(f"cannot create {path}: {_describe(err)}") from None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as err:
-        raise LockDirError(f"cannot create {path}: {_describe(err)}") from None
-    try:
-        os.fchmod(fd, mode)
     finally:
-        os.close(fd)
+        os.close(parent)
 
 
 def prepare(path: str | os.PathLike[str], shared: bool) -> None:
@@ -178,7 +268,7 @@ def prepare(path: str | os.PathLike[str], shared: bool) -> None:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         except OSError as err:
             raise LockDirError(f"cannot create lock dir {path}: {_describe(err)}") from None
-        make_dir(path, shared)
+        make_dir(path, shared, top=True)
         info = os.lstat(path)
     except OSError as err:
         raise LockDirError(f"cannot use lock dir {path}: {_describe(err)}") from None
@@ -192,9 +282,14 @@ def prepare(path: str | os.PathLike[str], shared: bool) -> None:
             raise LockDirError(f"shared lock dir {path} is world-writable; refusing it",
                                help=(f"chmod o-w {path} (use a group and setgid for sharing)",))
     else:
-        if info.st_uid != os.getuid():
-            raise LockDirError(f"lock dir {path} is owned by uid {info.st_uid}, not by you (uid {os.getuid()})",
-                               help=("remove it, or set CARGO_AGENT_LOCK_DIR to a directory of your own",))
+        me = os.geteuid()
+        if info.st_uid != me:
+            owner = owner_name(info.st_uid)
+            raise LockDirError(
+                f"lock dir {path} belongs to {owner} (uid {info.st_uid}), not to you ({owner_name(me)}, uid {me})",
+                help=(f"set CARGO_AGENT_LOCK_DIR to a directory of your own, the same in every shell and job "
+                      f"(it is your slot pool), e.g. {os.path.join(os.path.expanduser('~'), '.cargo-agent-locks')}",
+                      f"note: only {owner} or root can remove {path}"))
         if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise LockDirError(f"lock dir {path} is group- or world-writable (mode {stat.S_IMODE(info.st_mode):o})",
                                help=(f"chmod 700 {path}",))
@@ -202,12 +297,46 @@ def prepare(path: str | os.PathLike[str], shared: bool) -> None:
         raise LockDirError(f"lock dir {path} is not writable by you")
 
 
+def lock_within(fd: int, timeout: float | None) -> bool:
+    """flock(LOCK_EX) on `fd`, giving up after `timeout` seconds (None: wait in the kernel). For
+    the short mutexes of a lock dir: a group member holding one forever must not hang everyone."""
+    import fcntl
+
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    import time
+
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while not try_lock(fd):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+    return True
+
+
 def remove(path: str | os.PathLike[str]) -> None:
     """Unlink a file of the lock dir (a link itself, never its target); gone already is fine."""
     try:
-        os.unlink(path)
+        parent, name = _parent(os.fspath(path))
+    except LockDirError:
+        return
+    try:
+        os.unlink(name, dir_fd=parent)
     except OSError:
         pass
+    finally:
+        os.close(parent)
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """`text` from a file of the lock dir (another user's command line), safe for a terminal:
+    control characters (escape sequences, newlines, carriage returns) are shown escaped."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return text if limit is None else text[:limit]
 
 
 def try_lock(fd: int, shared: bool = False) -> bool:

@@ -43,15 +43,23 @@ def cargo_argv(command: CargoCommand) -> list[str]:
     return command.tokens[1:] if command.toolchain else list(command.tokens)
 
 
+def _head(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(512)
+    except OSError:
+        return b""
+
+
+def is_shim(path: str) -> bool:
+    return SHIM_MARKER in _head(os.path.realpath(path))
+
+
 def _is_shim_or_self(path: str) -> bool:
     real = os.path.realpath(path)
     if real == os.path.realpath(sys.argv[0]):
         return True
-    try:
-        with open(real, "rb") as handle:
-            head = handle.read(512)
-    except OSError:
-        return False
+    head = _head(real)
     return SHIM_MARKER in head or (head.startswith(b"#!") and b"cargo_agent" in head)
 
 
@@ -75,8 +83,7 @@ def real_cargo(env: Mapping[str, str]) -> str:
     """The real cargo for a run that has not loaded the settings: the config module (and TOML)
     is imported only when a host or user file exists."""
     configured = env.get(CARGO_ENV)
-    if not configured and any(os.path.lexists(p) for p in (locations.host_config_path(env),
-                                                            locations.user_config_path(env))):
+    if not configured and any(os.path.lexists(p) for p in locations.config_paths(env)):
         value = settings_for_non_compiling(env)["cargo"]
         configured = value if isinstance(value, str) else None
     return find_cargo(env, configured)

@@ -89,16 +89,19 @@ class Violation:
 
 
 class Decision:
-    __slots__ = ("allowed", "fix", "members", "reason", "rule", "selected")
+    __slots__ = ("allowed", "fix", "locked_by", "max_locked", "members", "reason", "rule", "selected")
 
     def __init__(self, allowed: bool, rule: str | None = None, reason: str = "", fix: str | None = None,
-                 members: list[str] | None = None, selected: list[str] | None = None) -> None:
+                 members: list[str] | None = None, selected: list[str] | None = None,
+                 locked_by: str | None = None, max_locked: bool = False) -> None:
         self.allowed = allowed
         self.rule = rule
         self.reason = reason
         self.fix = fix
         self.members = members or []  # every workspace member (unscoped-test)
         self.selected = selected or []  # the packages the command selects (unscoped-test)
+        self.locked_by = locked_by  # the host file keeps the rule on: no lower override would work
+        self.max_locked = max_locked  # the host file sets max_packages: no lower layer may raise it
 
     def error(self) -> RefusedError:
         assert self.rule is not None
@@ -110,12 +113,17 @@ class Decision:
             shown = ", ".join(self.members[:_SHOWN_MEMBERS])
             more = len(self.members) - _SHOWN_MEMBERS
             help_lines.append(f"note: workspace members: {shown}" + (f" (and {more} more)" if more > 0 else ""))
-        help_lines.append(f"note: to allow it anyway set {rule.env}=1, or `{rule.setting} = true` "
-                          "in [workspace.metadata.cargo-agent] of the root Cargo.toml or in your user config file"
-                          + ("; or raise max_packages (CARGO_AGENT_MAX_PACKAGES)" if rule.name == "unscoped-test"
-                             else ""))
+        # Name only overrides that would work: none below a host file that keeps the rule on.
+        if self.locked_by:
+            help_lines.append(f"note: the host policy keeps this rule on ({self.locked_by} = false); "
+                              f"{rule.env} and `{rule.setting}` in a repo or user file cannot turn it off")
+        else:
+            raise_max = rule.name == "unscoped-test" and not self.max_locked
+            help_lines.append(f"note: to allow it anyway set {rule.env}=1, or `{rule.setting} = true` "
+                              "in [workspace.metadata.cargo-agent] of the root Cargo.toml or in your user config "
+                              "file" + ("; or raise max_packages (CARGO_AGENT_MAX_PACKAGES)" if raise_max else ""))
         help_lines.append(f"note: an operator allows it for the whole host with `{rule.setting} = true` "
-                          f"in the host file ({DEFAULT_HOST_CONFIG} or $CARGO_AGENT_CONFIG)")
+                          f"in the host file ({DEFAULT_HOST_CONFIG})")
         return RefusedError(f"refused by cargo-agent (rule {self.rule}): {self.reason}", help=tuple(help_lines))
 
     def as_json(self) -> dict[str, object]:
@@ -262,4 +270,5 @@ def evaluate(command: CargoCommand, location: Location | None, config: Config,
     reason = f"{first.detail}: {first.rule.reason}"
     packages = first.chosen.packages if first.chosen is not None else []
     members = location.workspace.member_names if location is not None and first.chosen is not None else []
-    return Decision(False, first.rule.name, reason, fix, members, packages)
+    return Decision(False, first.rule.name, reason, fix, members, packages,
+                    config.host_forbids(first.rule.setting), "max_packages" in config.host)

@@ -11,6 +11,7 @@ from cargo_agent import lockdir
 from cargo_agent.errors import UsageError
 
 MAX_LOG_BYTES = 1 << 20
+LOG_LOCK_SECONDS = 5.0  # appending takes microseconds; a lock held longer is not a writer's
 
 
 class RunRecord:
@@ -23,8 +24,17 @@ class RunRecord:
         self.data = data
 
     def number(self, key: str) -> float | None:
+        """A finite number (1e400 and NaN are valid JSON, and read as missing)."""
+        import math
+
         value = self.data.get(key)
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            return None
+        return number if math.isfinite(number) else None
 
     def text(self, key: str) -> str | None:
         value = self.data.get(key)
@@ -36,6 +46,11 @@ class RunRecord:
         return [w for w in value if isinstance(w, str)] if isinstance(value, list) else []
 
     @property
+    def shown_command(self) -> str:
+        """The command line for a terminal, control characters escaped (it may be another user's)."""
+        return lockdir.printable(" ".join(self.command))
+
+    @property
     def exit_code(self) -> int | None:
         value = self.number("exit_code")
         return int(value) if value is not None else None
@@ -45,8 +60,6 @@ def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
     """Append one record; rotation is serialised by a kernel lock on `runs.lock`. (fcntl, not
     filelock: this runs after every build, and importing filelock costs more than the rest.)
     The log is a convenience: a build never fails over it."""
-    import fcntl
-
     log = lock_dir / "runs.jsonl"
     line = json.dumps(record, separators=(",", ":")) + "\n"
     try:
@@ -54,10 +67,11 @@ def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
     except (OSError, UsageError):
         return
     try:
-        fcntl.flock(guard, fcntl.LOCK_EX)
+        if not lockdir.lock_within(guard, LOG_LOCK_SECONDS):  # held for good by someone: skip
+            return
         try:
             if os.stat(log, follow_symlinks=False).st_size + len(line) > MAX_LOG_BYTES:
-                os.replace(log, lock_dir / "runs.jsonl.1")
+                lockdir.rename(log, "runs.jsonl.1")
         except FileNotFoundError:
             pass
         lockdir.append(log, line.encode(), shared)
@@ -68,19 +82,29 @@ def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
 
 
 def recent(lock_dir: Path, count: int = 10) -> list[RunRecord]:
+    return read_log(lock_dir)[0][-count:]
+
+
+def read_log(lock_dir: Path) -> tuple[list[RunRecord], int]:
+    """The records of the run log, and how many lines were skipped as malformed (not JSON, or
+    JSON that is not an object: `[1,2]`, `42`); an unusable log reads as empty."""
     try:
         text = lockdir.read_text(lock_dir / "runs.jsonl")
     except UsageError:
-        return []
-    records = []
-    for line in (text or "").splitlines()[-count:]:
+        return [], 0
+    records, malformed = [], 0
+    for line in (text or "").splitlines():
+        if not line.strip():
+            continue
         try:
             data = json.loads(line)
-        except ValueError:
-            continue
+        except (ValueError, RecursionError):
+            data = None
         if isinstance(data, dict):
             records.append(RunRecord(data))
-    return records
+        else:
+            malformed += 1
+    return records, malformed
 
 
 def summary(record: dict[str, object]) -> str:

@@ -11,6 +11,13 @@ if [ -z "$agent" ] || [ ! -x "$agent" ]; then
     echo "help: pip install cargo-agent, or set CARGO_AGENT_BIN, or take $(dirname "$0") off PATH" >&2
     exit 127
 fi
+if [ -n "${CARGO_AGENT_SHIM_ACTIVE:-}" ]; then
+    # cargo-agent clears this: set here means a shim ran a shim (CARGO_AGENT_BIN names one).
+    echo "error: the cargo shim at $0 was started by a cargo shim: $agent is not cargo-agent" >&2
+    echo "help: set CARGO_AGENT_BIN to the cargo-agent executable, not to a cargo shim" >&2
+    exit 127
+fi
+CARGO_AGENT_SHIM_ACTIVE=1
 CARGO_AGENT_INVOKED_AS=cargo
-export CARGO_AGENT_INVOKED_AS
+export CARGO_AGENT_SHIM_ACTIVE CARGO_AGENT_INVOKED_AS
 exec "$agent" "$@"

@@ -1,7 +1,7 @@
 """Host-wide build slots: N kernel locks, a FIFO queue in front of them, holder metadata.
 
 Layout of the lock dir (never deleted while it may be in use):
-  slots               the host-wide slot count N (written once; every wrapper agrees on it)
+  (N itself is not stored here: it lives in the host file, read on every run; see `resolve`)
   slot-<k>.lock       slot k: held with flock(LOCK_EX) by the build that owns it
   slot-<k>.json       who holds slot k (written by the holder; read by --status, which takes no lock)
   queue.lock, queue.seq   a short mutex and a counter for handing out tickets
@@ -56,10 +56,12 @@ class SlotSettings:
     wait_timeout: float | None
 
 
-def auto_slots(config: Config, env: Mapping[str, str]) -> tuple[int, str]:
+def auto_slots(config: Config, env: Mapping[str, str], per_build: int | None = None,
+               reserve: int | None = None) -> tuple[int, str]:
     cores = host.cores
     total = host.total_memory(env)
-    per_build, reserve = int(config["per_build_memory"]), int(config["host_reserve"])
+    per_build = int(config["per_build_memory"] if per_build is None else per_build)
+    reserve = int(config["host_reserve"] if reserve is None else reserve)
     by_memory = max(1, (total - reserve) // per_build)
     n = max(1, min(by_memory, cores()))
     gib = 1 << 30
@@ -68,39 +70,33 @@ def auto_slots(config: Config, env: Mapping[str, str]) -> tuple[int, str]:
     return n, formula
 
 
-def _read_ceiling(path: Path) -> int | None:
-    text = lockdir.read_text(path / "slots")
-    if text is None:
-        return None
-    text = text.strip()
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"invalid slot count '{text}' in {path / 'slots'}: expected a whole number >= 1")
-    return int(text)
-
-
-def _write_ceiling(path: Path, n: int, shared: bool) -> None:
-    lockdir.write_atomic(path / "slots", f"{n}\n".encode(), shared)
+def lock_dir_of(config: Config, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """The lock dir and whether it is shared (set by the host file) or this user's own."""
+    return Path(config["lock_dir"] or locations.default_lock_dir(env)), config.host_lock_dir is not None
 
 
 def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> SlotSettings:
-    shared = config.host_lock_dir is not None
-    lock_dir = Path(config["lock_dir"] or locations.default_lock_dir(env))
+    """N lives in the host file (`slots`), read on every run, so editing it changes N for the next
+    run; without it, N is derived from memory and cores with the host file's (or the default)
+    sizing. Nothing a lower layer says raises N: `slots` and the sizing keys from the
+    environment, repo or user file only lower this run's own count."""
+    lock_dir, shared = lock_dir_of(config, env)
     if create:
         lockdir.prepare(lock_dir, shared)
     if config.host_slots is not None:
-        ceiling, formula = config.host_slots, f"slots = {config.host_slots} in the host config"
+        ceiling, formula = config.host_slots, f"slots = {config.host_slots} in {config.host['slots'][1]}"
+        count = ceiling
     else:
-        ceiling, formula = auto_slots(config, env)
-    stored = _read_ceiling(lock_dir) if lock_dir.is_dir() else None
-    if stored is None and create:
-        _write_ceiling(lock_dir, ceiling, shared)
-        stored = _read_ceiling(lock_dir)
-    if stored is not None and stored != ceiling:
-        ceiling, formula = stored, f"{stored}, from {lock_dir / 'slots'} (shared by every wrapper on the host)"
+        ceiling, formula = auto_slots(config, env, config.baseline("per_build_memory"),
+                                      config.baseline("host_reserve"))
+        own = (config["per_build_memory"], config["host_reserve"])
+        tighter = own != (config.baseline("per_build_memory"), config.baseline("host_reserve"))
+        count = min(ceiling, auto_slots(config, env)[0]) if tighter else ceiling
     requested = config["slots"]
-    count = min(ceiling, requested) if requested else ceiling
-    if requested and requested > ceiling:
-        _say_clamped(config, requested, ceiling)
+    if requested:
+        if requested > ceiling:
+            _say_clamped(config, requested, ceiling)
+        count = min(count, requested)
     return SlotSettings(lock_dir, count, ceiling, shared, formula, float(config["mem_high"]),
                         config["mem_kill"], config["wait_timeout"])
 
@@ -118,20 +114,25 @@ def _number(value: object) -> float | None:
 
 
 def _whole(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 62 else None
+
+
+def _pid(value: object) -> int | None:
+    pid = _whole(value)
+    return pid if pid is not None and 0 < pid < 1 << 31 else None
 
 
 class Holder:
     """A slot holder's record (`slot-<k>.json`) or a waiter's ticket. Files in the lock dir may
-    hold anything: a field of the wrong type reads as missing, and a file that is not a JSON
-    object reads as empty and `malformed` (reported by --doctor, ignored everywhere else)."""
+    hold anything: a field of the wrong type reads as missing, a file that is not a JSON object
+    reads as empty, and either is `malformed` (reported by --doctor, ignored everywhere else)."""
 
     __slots__ = ("admitted", "command", "cwd", "malformed", "pid", "queued", "seq", "slot", "user")
 
     def __init__(self, data: object = None, malformed: bool = False) -> None:
         fields = data if isinstance(data, dict) else {}
         self.malformed = malformed or not isinstance(data, dict)
-        self.pid = _whole(fields.get("pid"))
+        self.pid = _pid(fields.get("pid"))
         self.slot = _whole(fields.get("slot"))
         self.seq = _whole(fields.get("seq"))
         user, cwd, command = fields.get("user"), fields.get("cwd"), fields.get("command")
@@ -140,6 +141,10 @@ class Holder:
         self.command = [w for w in command if isinstance(w, str)] if isinstance(command, list) else []
         self.admitted = _number(fields.get("admitted"))
         self.queued = _number(fields.get("queued"))
+        wrong_type = any(fields.get(name) is not None and getattr(self, name) is None
+                         for name in ("pid", "slot", "seq", "user", "cwd", "admitted", "queued"))
+        if wrong_type or (command is not None and (not isinstance(command, list) or len(self.command) != len(command))):
+            self.malformed = True  # a field of the wrong type: still read, but named by --doctor
 
     @classmethod
     def parse(cls, text: str | None) -> Holder:
@@ -161,7 +166,9 @@ class Holder:
 
     @property
     def shown_command(self) -> str:
-        return " ".join(self.command)
+        """The command line for a terminal: it may be another user's, so control characters are
+        escaped (`lockdir.printable`)."""
+        return lockdir.printable(" ".join(self.command))
 
 
 @dataclass
@@ -314,8 +321,6 @@ def lock_dir_identity(path: Path) -> tuple[int, int] | None:
 def _renew_lock_dir(settings: SlotSettings) -> tuple[int, int] | None:
     """Use the dir at the path now, creating it if it is gone (with the same checks); its identity."""
     lockdir.prepare(settings.lock_dir, settings.shared)
-    if _read_ceiling(settings.lock_dir) is None:
-        _write_ceiling(settings.lock_dir, settings.ceiling, settings.shared)
     return lock_dir_identity(settings.lock_dir)
 
 
@@ -421,16 +426,27 @@ def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
     lockdir.make_dir(queue, settings.shared)
     mutex = lockdir.open_lock(settings.lock_dir / "queue.lock", settings.shared)
     try:
-        fcntl.flock(mutex, fcntl.LOCK_EX)  # a short critical section; blocks in the kernel
+        # A short critical section. Bounded by wait_timeout: a process holding queue.lock for
+        # good (a group member's, in a shared dir) must not hang every wrapper past it.
+        if not lockdir.lock_within(mutex, settings.wait_timeout):
+            holder = lockdir.lock_holder(settings.lock_dir / "queue.lock", lockdir.locked_inodes())
+            who, look = (f"pid {holder}", f"ps -p {holder}") if holder else ("a process", "cat /proc/locks")
+            raise SlotWaitTimeoutError(f"gave up waiting for {settings.lock_dir / 'queue.lock'}: {who} has held "
+                                       "it for longer than the wait timeout", help=(f"see what holds it: {look}",))
         counter = settings.lock_dir / "queue.seq"
         text = (lockdir.read_text(counter) or "").strip()
-        seq = int(text) + 1 if text.isdigit() else 1
+        seq = int(text) + 1 if text.isdigit() and len(text) <= 12 else 1  # planted junk restarts it
         lockdir.write_atomic(counter, f"{seq}\n".encode(), settings.shared)  # only ever under the mutex
         path = queue / f"{seq:012d}-{os.getpid()}.ticket"
         lockdir.remove(path)  # a leftover of a dead waiter with our pid, or a plant: never reused
-        fd = lockdir.open_file(path, os.O_RDWR, lockdir.file_mode(settings.shared))
+        fd = lockdir.open_file(path, os.O_RDWR, lockdir.file_mode(settings.shared), exclusive=True)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, json.dumps({**meta, "queued": time.time()}).encode())
+        try:
+            lockdir.write_fd(fd, json.dumps({**meta, "queued": time.time()}).encode(), path)
+        except UsageError:
+            lockdir.remove(path)
+            os.close(fd)
+            raise
         return Ticket(seq, fd, path)
     finally:
         os.close(mutex)
@@ -439,11 +455,7 @@ def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
 def _tickets(settings: SlotSettings) -> list[tuple[int, Path]]:
     queue = settings.lock_dir / "queue"
     found = []
-    try:
-        names = os.listdir(queue)
-    except OSError:
-        return []
-    for name in names:
+    for name in lockdir.listdir(queue):
         if name.endswith(".ticket"):
             try:
                 found.append((int(name.split("-", 1)[0]), queue / name))

@@ -101,9 +101,11 @@ def _signature(info: os.stat_result) -> tuple[int, int, int, int]:
 
 
 def read_toml(path: str | os.PathLike[str], missing_ok: bool = False,
-              env: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+              env: Mapping[str, str] | None = None, cache: bool = True) -> dict[str, Any] | None:
     """Parse a TOML file; a missing file is None when `missing_ok`, else an error. Only a regular
-    file is read: a FIFO planted where a manifest or config file should be cannot hang us."""
+    file is read: a FIFO planted where a manifest or config file should be cannot hang us.
+    `cache=False`: parse it every time (the host file: policy must not come from a cache the user
+    can write)."""
     import marshal
     import stat
 
@@ -124,7 +126,7 @@ def read_toml(path: str | os.PathLike[str], missing_ok: bool = False,
             raise UsageError(f"cannot read {name}: it is a directory")
         if not stat.S_ISREG(info.st_mode):
             raise UsageError(f"cannot read {name}: not a regular file")
-        entries = _CACHE.load(os.environ if env is None else env)
+        entries = _CACHE.load(os.environ if env is None else env) if cache else {}
         signature = _signature(info)
         cached = entries.get(name)
         if isinstance(cached, tuple) and len(cached) == 2 and cached[0] == signature:
@@ -146,7 +148,8 @@ def read_toml(path: str | os.PathLike[str], missing_ok: bool = False,
         data = loads(text)
     except TOMLDecodeError as err:
         raise UsageError(f"malformed TOML in {name}: {err}") from None
-    _remember(entries, name, signature, info, data)
+    if cache:
+        _remember(entries, name, signature, info, data)
     return data
 
 

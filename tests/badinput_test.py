@@ -4,10 +4,12 @@ exit 2 and one clear line, and nothing is left half-done (no build started, no l
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import RunAgent, write_tree
+import users
+from conftest import RunAgent, agent_command, write_tree
 
 from cargo_agent import config
 
@@ -23,7 +25,7 @@ def bad_value(setting: config.Setting) -> str:
     raise AssertionError(f"{setting.key} accepts every candidate")
 
 
-CHECKED = [s for s in config.SETTINGS if s.key not in ("lock_dir", "cargo")]  # any path is a valid value
+CHECKED = [s for s in config.SETTINGS if s.key != "cargo"]  # any path may name a cargo
 
 
 def _nothing_done(env: dict[str, str]) -> None:
@@ -88,16 +90,23 @@ def test_unknown_key_lists_the_known_ones(virtual_ws: Path, run_agent: RunAgent,
     _nothing_done(fake_cargo_env)
 
 
-def test_bad_slot_count_file_in_the_lock_dir(virtual_ws: Path, run_agent: RunAgent,
-                                             fake_cargo_env: dict[str, str]) -> None:
-    lock_dir = Path(fake_cargo_env["CARGO_AGENT_LOCK_DIR"])
-    lock_dir.mkdir(mode=0o700)
-    (lock_dir / "slots").write_text("many\n")
-    result = run_agent("build", cwd=virtual_ws, env=fake_cargo_env)
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"error: invalid slot count 'many' in {lock_dir / 'slots'}: "
-                                          "expected a whole number >= 1"]
+@pytest.mark.parametrize("value", ["5", '"5"', '"relative/locks"', '"./locks"', '""', "true", '["/tmp/x"]'])
+def test_a_lock_dir_that_is_not_an_absolute_path_is_exit_2(virtual_ws: Path, run_agent: RunAgent,
+                                                           fake_cargo_env: dict[str, str], value: str) -> None:
+    host = Path(fake_cargo_env["CARGO_AGENT_CONFIG"])
+    host.write_text(f"lock_dir = {value}\n")
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid value ")
+    assert lines[0].endswith(f" for {host}:lock_dir: expected an absolute directory path")
     assert not Path(fake_cargo_env["FAKE_LOG"]).exists()
+    relative = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env,
+                         extra_env={"CARGO_AGENT_CONFIG": "/dev/null", "CARGO_AGENT_LOCK_DIR": "locks"})
+    assert relative.returncode == 2
+    assert relative.stderr.splitlines() == ["error: invalid value 'locks' for CARGO_AGENT_LOCK_DIR: "
+                                            "expected an absolute directory path"]
+    assert not (virtual_ws / "locks").exists()
 
 
 def test_alias_of_the_wrong_type(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str]) -> None:
@@ -107,21 +116,48 @@ def test_alias_of_the_wrong_type(virtual_ws: Path, run_agent: RunAgent, fake_car
     assert result.stderr.splitlines() == ["error: alias.xt in cargo config is neither a string nor a list of strings"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write and read anything: needs an unprivileged user")
+accounts = users.accounts_fixture("b")
+
+
+@pytest.fixture(scope="module")
+def unprivileged(accounts: users.Accounts) -> users.Account:
+    return accounts.user("perm")
+
+
 @pytest.mark.parametrize("what", ["lock dir not writable", "Cargo.toml unreadable"])
-def test_permission_problems_as_an_unprivileged_user(virtual_ws: Path, run_agent: RunAgent,
-                                                     fake_cargo_env: dict[str, str], tmp_path: Path,
+def test_permission_problems_as_an_unprivileged_user(unprivileged: users.Account, fake_cargo_env: dict[str, str],
                                                      what: str) -> None:
-    env = dict(fake_cargo_env)
-    if what == "lock dir not writable":
-        lock_dir = tmp_path / "readonly-locks"
-        lock_dir.mkdir(mode=0o500)
-        env["CARGO_AGENT_LOCK_DIR"] = str(lock_dir)
-        expected = f"error: lock dir {lock_dir} is not writable by you"
-    else:
-        manifest = virtual_ws / "crates" / "beta" / "Cargo.toml"
-        manifest.chmod(0)
-        expected = f"error: cannot read {manifest}: permission denied"
-    result = run_agent("test", "-p", "alpha", cwd=virtual_ws, env=env)
-    assert result.returncode == 2 and result.stderr.splitlines()[0] == expected
-    assert not Path(env["FAKE_LOG"]).exists()
+    """As a real unprivileged user: root can write and read anything."""
+    place = users.open_dir("cargo-agent-perm-")
+    try:
+        workspace = write_tree(place / "ws", {
+            "Cargo.toml": '[workspace]\nresolver = "2"\nmembers = ["crates/*"]\n',
+            **{f"crates/{name}/Cargo.toml": f'[package]\nname = "{name}"\nversion = "0.1.0"\n'
+               for name in ("alpha", "beta")},
+            **{f"crates/{name}/src/lib.rs": "" for name in ("alpha", "beta")},
+        })
+        env = {k: v for k, v in fake_cargo_env.items() if not k.startswith("XDG_")}
+        env.update(CARGO_AGENT_CONFIG="/dev/null", FAKE_LOG=str(place / "fake.log"),
+                   CARGO_AGENT_LOCK_DIR=str(place / "locks"))
+        place.chmod(0o777)  # the user may create its lock dir and the fake cargo's log here
+        if what == "lock dir not writable":
+            lock_dir = place / "readonly-locks"
+            lock_dir.mkdir(mode=0o500)
+            os.chown(lock_dir, unprivileged.uid, unprivileged.gid)
+            env["CARGO_AGENT_LOCK_DIR"] = str(lock_dir)
+            expected = f"error: lock dir {lock_dir} is not writable by you"
+        else:
+            manifest = workspace / "crates" / "beta" / "Cargo.toml"
+            manifest.chmod(0)
+            expected = f"error: cannot read {manifest}: permission denied"
+        result = users.run_as(unprivileged, agent_command("test", "-p", "alpha"), cwd=workspace, env=env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines()[0] == expected
+        assert not Path(env["FAKE_LOG"]).exists()
+        control = users.run_as(unprivileged, agent_command("build", "-p", "alpha"), cwd=workspace,
+                               env={**env, "CARGO_AGENT_LOCK_DIR": str(place / "locks")})
+        if what == "lock dir not writable":  # the same user with a usable lock dir builds: the test can fail
+            assert control.returncode == 0, control.stderr
+            assert Path(env["FAKE_LOG"]).exists()
+    finally:
+        shutil.rmtree(place)

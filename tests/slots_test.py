@@ -199,7 +199,7 @@ def test_memory_pressure_holds_a_run_back_until_it_drops(virtual_ws: Path, fake_
     assert Path(env["FAKE_LOG"]).exists()
 
 
-def test_slot_count_lives_with_the_lock_dir_and_can_only_be_lowered(tmp_path: Path) -> None:
+def test_slot_count_lives_in_the_host_file_and_can_only_be_lowered(tmp_path: Path) -> None:
     host = tmp_path / "host.toml"
     host.write_text(f'slots = 3\nlock_dir = "{tmp_path / "shared"}"\n')
     env = {"CARGO_AGENT_CONFIG": str(host), "XDG_CONFIG_HOME": str(tmp_path)}
@@ -209,7 +209,7 @@ def test_slot_count_lives_with_the_lock_dir_and_can_only_be_lowered(tmp_path: Pa
     moved = slots.resolve(config.load({**env, "CARGO_AGENT_LOCK_DIR": str(tmp_path / "elsewhere")}), env)
     assert moved.lock_dir == tmp_path / "shared"
     host.write_text(f'slots = 5\nlock_dir = "{tmp_path / "shared"}"\n')
-    assert slots.resolve(config.load(env), env).ceiling == 3  # the lock dir's own count wins
+    assert slots.resolve(config.load(env), env).ceiling == 5  # the host file's count, on the next run
 
 
 def test_status_shows_holders_and_queue(virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str]) -> None:

@@ -36,6 +36,11 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
         "args": arg_items,
         "notes": shaped.notes,
         "argv": [cargo, *shaped.argv],
+        "settings": {s.key: {"value": config[s.key], "source": config.origins[s.key],
+                             "clamped": ({"asked": config.clamped[s.key].asked,
+                                          "asked_by": config.clamped[s.key].asked_by}
+                                         if s.key in config.clamped else None)}
+                     for s in settings.SETTINGS},
     }
     if as_json:
         print(json.dumps(plan, indent=2))
@@ -56,5 +61,9 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
         out.append(f"arg:       {item['before']} -> {item['after']}: {item['why']}")
     for note in shaped.notes:
         out.append(f"note:      {note}")
+    # Where each value that is not a default came from, and what the host policy clamped.
+    for setting in settings.SETTINGS:
+        if config.origins[setting.key] != "default" or setting.key in config.clamped:
+            out.append(f"setting:   {config.explain(setting.key)}")
     out.append("argv:      " + shlex.join([cargo, *shaped.argv]))
     print("\n".join(out))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from cargo_agent import config, host, report, slots
+from cargo_agent import config, host, lockdir, report, slots
 
 
 def run(env: dict[str, str], as_json: bool) -> int:
@@ -39,15 +39,18 @@ def run(env: dict[str, str], as_json: bool) -> int:
     if as_json:
         print(json.dumps(data, indent=2))
         return 0
+    # Everything below may come from another user's files: strings are escaped (`printable`),
+    # so no control character reaches this terminal.
+    safe = lockdir.printable
     print(f"slots: {len(held)}/{settings.ceiling} busy (lock dir {settings.lock_dir})")
     for h in held:
         state = "" if h["wrapper_alive"] else " [wrapper gone; build still holds the slot]"
-        command = " ".join(h.get("command", []))  # type: ignore[arg-type]
-        print(f"  slot {h.get('slot')}: pid {h.get('pid')} {h.get('user', '?')} `{command}`"
-              f" in {h.get('cwd', '?')}, {h['age_seconds']}s, RSS {int(str(h['rss'])) >> 20} MiB{state}")
+        command = safe(" ".join(h.get("command", [])))  # type: ignore[arg-type]
+        print(f"  slot {h.get('slot')}: pid {h.get('pid')} {safe(str(h.get('user', '?')))} `{command}`"
+              f" in {safe(str(h.get('cwd', '?')))}, {h['age_seconds']}s, RSS {int(str(h['rss'])) >> 20} MiB{state}")
     print(f"queue: {len(queue)} waiting")
     for position, q in enumerate(queue, start=1):
-        command = " ".join(q.get("command", []))  # type: ignore[arg-type]
+        command = safe(" ".join(q.get("command", [])))  # type: ignore[arg-type]
         print(f"  {position}. pid {q.get('pid')} `{command}` waiting {q['waiting_seconds']}s")
     mem_kill = "off" if settings.mem_kill is None else f"{settings.mem_kill:g}%"
     print(f"memory: {reading.used_percent:.0f}% used ({reading.source}); "
@@ -55,6 +58,6 @@ def run(env: dict[str, str], as_json: bool) -> int:
     if recent:
         print("recent runs:")
         for record in recent:
-            print(f"  exit {record.data.get('exit_code')} in {record.data.get('wall_seconds')}s "
-                  f"(waited {record.data.get('slot_wait_seconds')}s): {' '.join(record.command)}")
+            print(f"  exit {record.exit_code} in {record.number('wall_seconds')}s "
+                  f"(waited {record.number('slot_wait_seconds')}s): {record.shown_command}")
     return 0
