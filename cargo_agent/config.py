@@ -16,16 +16,19 @@ and tighten limits, but may not set a key that names a program or a path outside
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
 
 from cargo_agent import locations
 from cargo_agent.errors import ConfigError
 
-T = TypeVar("T")
+# On the compiling path: plain classes, string paths, and `re` imported by the parsers that
+# use it, only when a value is given; pathlib, dataclasses and typing cost more to import than
+# loading the settings does.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 UNLIMITED = None  # value of a size or duration setting that means "no limit"
 
 
@@ -40,6 +43,8 @@ def _text(raw: object) -> str:
 
 
 def parse_positive_int(raw: object) -> int:
+    import re
+
     text = _text(raw)
     if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
         raise ValueError
@@ -54,6 +59,8 @@ def parse_auto_or_positive_int(raw: object) -> int | None:
 
 
 def parse_percent(raw: object) -> float:
+    import re
+
     text = _text(raw).removesuffix("%").strip()
     value = float(text) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) else -1.0
     if not 0 < value <= 100:
@@ -79,6 +86,8 @@ _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 def parse_size(raw: object) -> int | None:
     """Bytes from `4G`, `4096M`, `12GiB`, `512k`, `1073741824`; `unlimited` -> None."""
+    import re
+
     text = _text(raw).lower()
     if text in ("unlimited", "none", "infinity"):
         return UNLIMITED
@@ -95,19 +104,21 @@ def parse_size_required(raw: object) -> int:
     return _required(parse_size(raw))
 
 
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_DURATION_PART = r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)"
 _DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(raw: object) -> float | None:
     """Seconds from `90s`, `30m`, `1h`, `1h30m`, `2.5` (plain seconds); `none`/`off` -> None."""
+    import re
+
     text = _text(raw).lower().replace(" ", "")
     if text in ("none", "off", "unlimited"):
         return UNLIMITED
     if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
         seconds = float(text)
-    elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
-        seconds = sum(float(n) * _DURATION_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    elif text and re.fullmatch(f"(?:{_DURATION_PART})+", text):
+        seconds = sum(float(n) * _DURATION_SECONDS[unit] for n, unit in re.findall(_DURATION_PART, text))
     else:
         raise ValueError
     if seconds <= 0:
@@ -141,13 +152,15 @@ def parse_list(raw: object) -> tuple[str, ...]:
     return tuple(item for item in items if item)
 
 
-_SUBCOMMAND = re.compile(r"[a-z0-9][a-z0-9_-]*( [a-z0-9][a-z0-9_-]*)?")
+_SUBCOMMAND = r"[a-z0-9][a-z0-9_-]*( [a-z0-9][a-z0-9_-]*)?"
 
 
 def parse_subcommand_list(raw: object) -> tuple[str, ...]:
     """A list of subcommands (`test`, `nextest run`, an external `fuzz`)."""
+    import re
+
     items = parse_list(raw)
-    if not all(_SUBCOMMAND.fullmatch(item) for item in items):
+    if not all(re.fullmatch(_SUBCOMMAND, item) for item in items):
         raise ValueError
     return items
 
@@ -218,19 +231,22 @@ def more(host: Any, lower: Any) -> Any:
 
 # ---- the table -----------------------------------------------------------------------
 
-@dataclass(frozen=True)
 class Setting:
-    key: str  # config file key (kebab-case also accepted)
-    env: str
-    parse: Callable[[object], Any]
-    accepts: str  # what the error message says is accepted
-    default: object  # the parsed default; "auto" settings are resolved later
-    meaning: str
-    # A limit: (host value, lower value) -> the value obeying both. When the host file sets the
-    # key, lower layers may tighten it, never loosen it. None: not a limit (lower layers win).
-    # A new limit declares it here, e.g. `tighter=at_most` for a count or a size.
-    tighter: Callable[[Any, Any], Any] | None = None
-    repo: bool = True  # False: it names a program or a path outside the repo; a repo may not set it
+    __slots__ = ("accepts", "default", "env", "key", "meaning", "parse", "repo", "tighter")
+
+    def __init__(self, key: str, env: str, parse: Callable[[object], Any], accepts: str, default: object,
+                 meaning: str, tighter: Callable[[Any, Any], Any] | None = None, repo: bool = True) -> None:
+        self.key = key  # config file key (kebab-case also accepted)
+        self.env = env
+        self.parse = parse
+        self.accepts = accepts  # what the error message says is accepted
+        self.default = default  # the parsed default; "auto" settings are resolved later
+        self.meaning = meaning
+        # A limit: (host value, lower value) -> the value obeying both. When the host file sets the
+        # key, lower layers may tighten it, never loosen it. None: not a limit (lower layers win).
+        # A new limit declares it here, e.g. `tighter=at_most` for a count or a size.
+        self.tighter = tighter
+        self.repo = repo  # False: it names a program or a path outside the repo; a repo may not set it
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -312,12 +328,12 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
 
-def user_config_path(env: Mapping[str, str]) -> Path:
-    return Path(locations.user_config_path(env))
+def user_config_path(env: Mapping[str, str]) -> str:
+    return locations.user_config_path(env)
 
 
-def host_config_path(env: Mapping[str, str]) -> Path:
-    return Path(locations.host_config_path(env))
+def host_config_path(env: Mapping[str, str]) -> str:
+    return locations.host_config_path(env)
 
 
 # ---- showing values --------------------------------------------------------------------
@@ -360,29 +376,46 @@ def shown(key: str, value: object) -> str:
 
 # ---- layering ------------------------------------------------------------------------
 
-@dataclass
 class Layer:
-    name: str  # "environment", "named" (CARGO_AGENT_CONFIG below a host file), "repo", "user", "host"
-    values: dict[str, tuple[Any, str]]  # key -> (parsed value, origin e.g. "CARGO_AGENT_SLOTS")
-    path: str | None = None  # the file it was read from
-    exists: bool = False  # the file exists (a missing file is an empty layer)
+    __slots__ = ("exists", "name", "path", "values")
+
+    def __init__(self, name: str, values: dict[str, tuple[Any, str]], path: str | None = None,
+                 exists: bool = False) -> None:
+        self.name = name  # "environment", "named" (CARGO_AGENT_CONFIG below a host file), "repo", "user", "host"
+        self.values = values  # key -> (parsed value, origin e.g. "CARGO_AGENT_SLOTS")
+        self.path = path  # the file it was read from
+        self.exists = exists  # the file exists (a missing file is an empty layer)
 
 
-@dataclass
 class Clamp:
     """A lower layer asked for more than the host file allows."""
-    asked: Any
-    asked_by: str  # e.g. "CARGO_AGENT_TIMEOUT" or "/repo/Cargo.toml:[workspace.metadata.cargo-agent]:timeout"
-    host_origin: str  # e.g. "/etc/cargo-agent.toml:timeout"
+
+    __slots__ = ("asked", "asked_by", "host_origin")
+
+    def __init__(self, asked: Any, asked_by: str, host_origin: str) -> None:
+        self.asked = asked
+        self.asked_by = asked_by  # e.g. "CARGO_AGENT_TIMEOUT" or "/repo/Cargo.toml:[...]:timeout"
+        self.host_origin = host_origin  # e.g. "/etc/cargo-agent.toml:timeout"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Clamp) and (self.asked, self.asked_by, self.host_origin) == (
+            other.asked, other.asked_by, other.host_origin)
+
+    def __repr__(self) -> str:
+        return f"Clamp({self.asked!r}, {self.asked_by!r}, {self.host_origin!r})"
 
 
-@dataclass
 class Config:
-    values: dict[str, Any]
-    origins: dict[str, str] = field(default_factory=dict)  # key -> where the value came from
-    host: dict[str, tuple[Any, str]] = field(default_factory=dict)  # what the host file sets: key -> (value, origin)
-    clamped: dict[str, Clamp] = field(default_factory=dict)  # key -> what was asked and clamped
-    layers: list[Layer] = field(default_factory=list)
+    __slots__ = ("clamped", "host", "layers", "origins", "values")
+
+    def __init__(self, values: dict[str, Any], origins: dict[str, str] | None = None,
+                 host: dict[str, tuple[Any, str]] | None = None, clamped: dict[str, Clamp] | None = None,
+                 layers: list[Layer] | None = None) -> None:
+        self.values = values
+        self.origins = origins if origins is not None else {}  # key -> where the value came from
+        self.host = host if host is not None else {}  # what the host file sets: key -> (value, origin)
+        self.clamped = clamped if clamped is not None else {}  # key -> what was asked and clamped
+        self.layers = layers if layers is not None else []
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -478,7 +511,7 @@ def _did_you_mean(raw_key: str) -> str:
     return f"; did you mean '{close[0].replace('_', '-') if '-' in raw_key else close[0]}'?"
 
 
-def file_layer(name: str, path: Path) -> Layer:
+def file_layer(name: str, path: str) -> Layer:
     """A layer from a cargo-agent config file; a missing file is an empty layer, and so is
     /dev/null (`CARGO_AGENT_CONFIG=/dev/null`: no file). The host file is parsed every time,
     never taken from the parse cache: that cache lives in a dir the user (and so an agent, through
@@ -543,7 +576,7 @@ def load(env: Mapping[str, str], manifest: Mapping[str, Any] | None = None,
     named = locations.named_config_path(env)
     layers = [
         env_layer(env),
-        *([file_layer("named", Path(named))] if named else []),
+        *([file_layer("named", named)] if named else []),
         repo_layer(manifest, manifest_path),
         file_layer("user", user_config_path(env)),
         file_layer("host", host_config_path(env)),
