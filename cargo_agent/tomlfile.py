@@ -39,7 +39,99 @@ def _tomllib() -> Any:
     return tomllib
 
 
+_NOT_SIMPLE = object()
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def simple_table(text: str) -> dict[str, Any] | None:
+    """The usual shape of a config file or manifest, read without tomllib: `[table]` headers and
+    `key = value` lines whose values are plain strings (no escapes), whole numbers, decimals,
+    booleans or one-line arrays of plain strings, with comments. None for anything else (tomllib
+    then reads it). Where it answers, the answer is tomllib's (tests/tomlfile_test.py checks)."""
+    if any((c < " " and c not in "\t\n\r") or c == "\x7f" for c in text) or "\r" in text.replace("\r\n", ""):
+        return None
+    root: dict[str, Any] = {}
+    table = root
+    for raw in text.split("\n"):
+        line = raw.rstrip("\r").strip(" \t")
+        if not line or line[0] == "#":
+            continue
+        if line[0] == "[":
+            end = line.find("]")
+            name = line[1:end].strip(" \t") if end > 0 else ""
+            if line.startswith("[[") or not _is_key(name) or name in root or not _only_comment(line[end + 1:]):
+                return None
+            table = root[name] = {}
+            continue
+        key, eq, rest = line.partition("=")
+        key = key.strip(" \t")
+        if not eq or not _is_key(key) or key in table:
+            return None
+        value = _simple_value(rest.strip(" \t"))
+        if value is _NOT_SIMPLE:
+            return None
+        table[key] = value
+    return root
+
+
+def _is_key(name: str) -> bool:
+    return bool(name) and all(c in _KEY_CHARS for c in name)
+
+
+def _only_comment(rest: str) -> bool:
+    rest = rest.strip(" \t")
+    return not rest or rest[0] == "#"
+
+
+def _string_at(text: str) -> tuple[str, str] | None:
+    """A plain string at the start of `text` and what follows it; None if it is not one."""
+    if not text or text[0] not in "\"'":
+        return None
+    end = text.find(text[0], 1)
+    if end < 0 or text.startswith(text[0] * 3) or (text[0] == '"' and "\\" in text[1:end]):
+        return None
+    return text[1:end], text[end + 1:]
+
+
+def _simple_value(text: str) -> object:
+    string = _string_at(text)
+    if string is not None:
+        return string[0] if _only_comment(string[1]) else _NOT_SIMPLE
+    if text.startswith("["):
+        items: list[str] = []
+        rest = text[1:].lstrip(" \t")
+        while not rest.startswith("]"):
+            string = _string_at(rest)
+            if string is None:
+                return _NOT_SIMPLE
+            items.append(string[0])
+            rest = string[1].lstrip(" \t")
+            if rest.startswith(","):
+                rest = rest[1:].lstrip(" \t")
+            elif not rest.startswith("]"):
+                return _NOT_SIMPLE
+        return items if _only_comment(rest[1:]) else _NOT_SIMPLE
+    word, _, comment = text.partition("#")
+    word = word.rstrip(" \t")
+    if comment and not text[len(word):].lstrip(" \t").startswith("#"):
+        return _NOT_SIMPLE
+    if word in ("true", "false"):
+        return word == "true"
+    sign = word[:1] if word[:1] in "+-" else ""
+    whole, dot, fraction = word[len(sign):].partition(".")
+    if not (whole.isascii() and whole.isdigit()) or (len(whole) > 1 and whole[0] == "0") or len(whole) > 18:
+        return _NOT_SIMPLE
+    if not dot:
+        return int(sign + whole)
+    if not (fraction.isascii() and fraction.isdigit()):
+        return _NOT_SIMPLE
+    return float(sign + whole + "." + fraction)
+
+
 def loads(text: str) -> dict[str, Any]:
+    simple = simple_table(text)
+    if simple is not None:
+        return simple
     tomllib = _tomllib()
     try:
         result: dict[str, Any] = tomllib.loads(text)

@@ -53,9 +53,11 @@ def parse_file(path: str) -> str:
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read toolchain file {path}: {getattr(err, 'strerror', None) or err}") from None
     stripped = text.strip()
-    simple = _simple_toolchain_table(text)
-    if simple is not None:
-        return _from_table(simple, path)
+    from cargo_agent.tomlfile import simple_table  # the usual file, read without tomllib
+
+    simple = simple_table(text)
+    if simple is not None and isinstance(simple.get("toolchain"), dict):
+        return _from_table(simple["toolchain"], path)
     if os.path.basename(path) == "rust-toolchain" and stripped and "\n" not in stripped and "=" not in stripped \
             and "[" not in stripped:
         _check_channel(stripped, path)
@@ -70,35 +72,6 @@ def parse_file(path: str) -> str:
     if not isinstance(table, dict):
         raise UsageError(f"malformed toolchain file {path}: no [toolchain] table")
     return _from_table(table, path)
-
-
-def _simple_toolchain_table(text: str) -> dict[str, object] | None:
-    """The [toolchain] table of the usual file (`key = "value"` lines and one-line arrays of plain
-    strings), read without tomllib, whose import costs more than the rest of the fast path.
-    None for anything else: tomllib then reads it, and reports what is malformed."""
-    table: dict[str, object] = {}
-    in_table = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line == "[toolchain]" and not in_table and not table:
-            in_table = True
-            continue
-        key, eq, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not (in_table and eq and key.replace("-", "").replace("_", "").isalnum()) or key in table:
-            return None
-        if len(value) >= 2 and value[0] == value[-1] == '"' and not any(c in value[1:-1] for c in '"\\'):
-            table[key] = value[1:-1]
-        elif value.startswith("[") and value.endswith("]") and "\\" not in value:
-            items = [item.strip() for item in value[1:-1].split(",") if item.strip()]
-            if not all(len(i) >= 2 and i[0] == i[-1] == '"' and '"' not in i[1:-1] for i in items):
-                return None
-            table[key] = [i[1:-1] for i in items]
-        else:
-            return None
-    return table if in_table else None
 
 
 def _from_table(table: dict[str, object], path: str) -> str:

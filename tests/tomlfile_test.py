@@ -43,19 +43,23 @@ def _probe(path: Path, env: dict[str, str]) -> list[str]:
     return result.stdout.split()
 
 
+# An inline table is beyond the simple reader: these files need tomllib unless the cache serves them.
+INLINE = '[package]\nname = "{}"\n[dependencies]\nx = {{ path = "x" }}\n'
+
+
 def test_a_settled_file_is_served_from_the_cache_without_tomllib(tmp_path: Path, cache_env: dict[str, str]) -> None:
     manifest = tmp_path / "Cargo.toml"
-    _settled(manifest, '[package]\nname = "alpha"\n')
+    _settled(manifest, INLINE.format("alpha"))
     assert _probe(manifest, cache_env) == ["alpha", "True"]
     assert _probe(manifest, cache_env) == ["alpha", "False"]
 
 
 def test_a_rewrite_with_the_same_size_and_mtime_is_parsed_again(tmp_path: Path, cache_env: dict[str, str]) -> None:
     manifest = tmp_path / "Cargo.toml"
-    _settled(manifest, '[package]\nname = "alpha"\n')
+    _settled(manifest, INLINE.format("alpha"))
     assert _probe(manifest, cache_env)[0] == "alpha"
     before = manifest.stat()
-    manifest.write_text('[package]\nname = "gamma"\n')  # same size
+    manifest.write_text(INLINE.format("gamma"))  # same size
     os.utime(manifest, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same mtime
     assert _probe(manifest, cache_env) == ["gamma", "True"]
 
@@ -102,3 +106,46 @@ def test_bad_toml_is_one_line(tmp_path: Path, cache_env: dict[str, str], text: s
         path.write_text(text)
     with pytest.raises(UsageError, match=message):
         tomlfile.read_toml(path, env=cache_env)
+
+
+# ---- the simple reader agrees with tomllib wherever it answers ---------------------------------
+
+import tomllib  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ATOMS = st.sampled_from(['"a b"', "'x\\y'", '""', '"it\'s"', '"x#y"', "1", "-0", "+7", "007", "1.5", "-0.25", "1.",
+                          "1e5", "true", "false", "True", '"a\\"b"', '"""x"""', "[]", '["a", "b",]', '[ "a" , \'b\' ]',
+                          '["a" "b"]', "[1, 2]", '{ path = "x" }', "1_000", "99999999999999999999", "inf"])
+_KEYS = st.sampled_from(["a", "b", "lock_dir", "mem-high", "x.y", '"q"', "a b", "", "0"])
+_LINE = st.one_of(
+    st.builds(lambda k, v, c: f"{k} = {v}{c}", _KEYS, _ATOMS, st.sampled_from(["", " # note", "#", " x"])),
+    st.builds(lambda k: f"[{k}]", _KEYS), st.sampled_from(["", "# comment", "[[a]]", "[ a ]", "\t", "a", "= 1"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_LINE, max_size=6), st.sampled_from(["\n", "\r\n"]))
+def test_the_simple_reader_answers_only_what_tomllib_answers(lines: list[str], newline: str) -> None:
+    text = newline.join(lines) + newline
+    simple = tomlfile.simple_table(text)
+    if simple is None:
+        return
+    assert simple == tomllib.loads(text)
+    assert [type(v) for v in simple.values()] == [type(v) for v in tomllib.loads(text).values()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab =\"'[]#,.\n\r\t1-+x\\")), max_size=40))
+def test_the_simple_reader_never_disagrees_on_arbitrary_text(text: str) -> None:
+    simple = tomlfile.simple_table(text)
+    if simple is None:
+        return
+    assert simple == tomllib.loads(text)
+
+
+def test_a_typical_host_file_and_manifest_are_read_without_tomllib() -> None:
+    assert tomlfile.simple_table('slots = 4\nlock_dir = "/var/lib/cargo-agent"  # shared\nmem_high = 85.5\n'
+                                 'limit_as_exempt = ["fuzz", "miri"]\nallow_unscoped = false\n') is not None
+    assert tomlfile.simple_table('[package]\nname = "alpha"\nversion = "0.1.0"\nedition = "2021"\n\n'
+                                 "[dependencies]\n") == {
+        "package": {"name": "alpha", "version": "0.1.0", "edition": "2021"}, "dependencies": {}}

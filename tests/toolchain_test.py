@@ -127,9 +127,11 @@ def test_fast_toml_reader_agrees_with_tomllib(tmp_path: Path, text: str) -> None
     """The fast path reads the usual file without tomllib; anything else goes to tomllib."""
     import tomllib
 
-    simple = toolchain._simple_toolchain_table(text)
+    from cargo_agent.tomlfile import simple_table
+
+    simple = simple_table(text)
     if simple is not None:
-        assert simple == tomllib.loads(text)["toolchain"]
+        assert simple == tomllib.loads(text)
     path = tmp_path / "rust-toolchain.toml"
     path.write_text(text)
     try:
