@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cargo_agent import argv as argv_model
-from cargo_agent import cargoconfig, envshape, passthrough, policy, report, slots, supervise, workspace
+from cargo_agent import cargoconfig, envshape, passthrough, policy, report, slots, supervise, tokens, workspace
 from cargo_agent import config as settings
 from cargo_agent.errors import EXIT_USAGE
 
@@ -64,7 +64,8 @@ def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dr
     child_env = dict(env)
     chosen = passthrough.pin(command, cwd_text, child_env)
     slot_settings = slots.resolve(config, env, create=not dry_run)
-    shaped = envshape.shape(command, cargo_config, config, child_env, slot_settings.count)
+    pool = tokens.resolve(config, slot_settings.lock_dir, slot_settings.shared)
+    shaped = envshape.shape(command, cargo_config, config, child_env, pool.count)
     if config["isolate_cargo_home"] and location is not None:
         envshape.isolate_cargo_home(shaped, Path(location.workspace.root))
     limit_as = None if _exempt_from_limit(command, config, env) else config["limit_as"]
@@ -72,9 +73,9 @@ def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dr
     if dry_run:
         from cargo_agent.commands import plan
 
-        plan.show(command, decision, chosen, slot_settings, shaped, cargo, limit_as, config, env, as_json)
+        plan.show(command, decision, chosen, slot_settings, shaped, cargo, limit_as, config, env, as_json, pool)
         return 0 if decision.allowed else EXIT_USAGE
-    return _execute(command, cwd, env, config, slot_settings, shaped, cargo, limit_as)
+    return _execute(command, cwd, env, config, slot_settings, shaped, cargo, limit_as, pool)
 
 
 def _exempt_from_limit(command: argv_model.CargoCommand, config: settings.Config, env: dict[str, str]) -> bool:
@@ -90,7 +91,7 @@ def _exempt_from_limit(command: argv_model.CargoCommand, config: settings.Config
 
 def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], config: settings.Config,
              slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str,
-             limit_as: int | None) -> int:
+             limit_as: int | None, pool: tokens.Pool) -> int:
     started = time.monotonic()
     slot = slots.inherited_slot(env, slot_settings)
     if slot is None:
@@ -102,9 +103,11 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
     retries = 0
     guard = _memory_guard(slot_settings, env) if slot_settings.mem_kill and not slot.nested else None
     guard = slots.watching(slot, guard)  # also follows a lock dir that is removed or replaced
+    cpu = None
     try:
+        cpu = tokens.for_build(pool, slot.nested, env, slot_settings.wait_timeout)  # CPU tokens: tokens.py
         while True:
-            outcome = supervise.run_once(spec, guard)
+            outcome = cpu.run(spec, shaped.jobs, lambda: supervise.run_once(spec, guard))
             failure = None
             if outcome.exit_code not in (0,) and not outcome.timed_out and outcome.signalled is None \
                     and not outcome.memory_killed:
@@ -118,6 +121,8 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
                              f"retrying with --jobs {shaped.jobs} (retry {retries} of {config['retries']})\n")
             time.sleep(supervise.backoff(retries - 1))
     finally:
+        if cpu is not None:
+            cpu.release()
         slot.release()
         released_at = time.time()
     if outcome.timed_out:
@@ -135,6 +140,7 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
         "slot": slot.index, "nested": slot.nested, "peak_rss": outcome.peak_rss, "retries": retries,
         "timed_out": outcome.timed_out, "pid": os.getpid(),
         "queued_at": slot.queued_at, "admitted_at": slot.admitted_at, "released_at": released_at,
+        **(cpu.record() if cpu is not None else {}),
     }
     if slot.in_its_lock_dir():  # not into whatever replaced a lock dir this build could not follow
         report.append(slot_settings.lock_dir, record, slot_settings.shared)

@@ -1,8 +1,12 @@
 """Every change cargo-agent makes to cargo's environment and arguments, and why.
 
 cargo-agent decides how much cargo may use, never what it builds:
-- jobs: `-j`/`--jobs`, `CARGO_BUILD_JOBS`, `build.jobs` capped (a lower user value is kept);
-- test threads: `RUST_TEST_THREADS`, `NEXTEST_TEST_THREADS` capped, never raised;
+- jobs: how many compile jobs run is decided by the build's jobserver (tokens.py), which cargo
+  obeys over every `-j` source. A `-j`/`--jobs`, `CARGO_BUILD_JOBS` or `build.jobs` above the
+  build's token cap is still lowered to it, because cargo hands that number to build scripts
+  (`NUM_JOBS`, which some pass to `make -j`); a lower user value is kept and caps the tokens;
+- test threads: `RUST_TEST_THREADS`, `NEXTEST_TEST_THREADS` and a libtest `--test-threads` after
+  `--` capped, never raised;
 - lld link threads, per target triple, only where the linker is lld, added to the rustflags
   source cargo really uses. Env vars are used throughout because cargo *joins* them with the
   config files' values (arrays and strings alike), so no user flag is dropped; a `--config`
@@ -66,12 +70,17 @@ class Shaped:
                       (self.jobs_option[0], 1) if self.jobs_option else None)
 
 
-def jobs_cap(config: Config, slots: int) -> int:
-    return int(config["jobs"] or max(1, cores() // max(1, slots)))
+def jobs_cap(config: Config, cpus: int) -> int:
+    """The most jobs (CPU tokens) one build may have: `jobs`, at most the host's `cpus` tokens."""
+    return max(1, min(int(config["jobs"] or cpus), cpus))
 
 
 def test_threads_cap(config: Config) -> int:
     return int(config["test_threads"] or min(cores(), 8))
+
+
+def link_threads_cap(config: Config) -> int:
+    return int(config["link_threads"] or min(cores(), 8))
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -82,20 +91,24 @@ def _int_or_none(text: str | None) -> int | None:
 
 
 def shape(command: CargoCommand, cargo_config: CargoConfig, config: Config, env: Mapping[str, str],
-          slots: int) -> Shaped:
+          cpus: int) -> Shaped:
+    """`cpus`: the host's CPU tokens (tokens.Pool.count)."""
     tokens = command.tokens[1:] if command.toolchain else list(command.tokens)
     shaped = Shaped(dict(env), tokens)
     offset = -1 if command.toolchain else 0
-    _shape_jobs(shaped, command, cargo_config, config, slots, offset)
+    _shape_jobs(shaped, command, cargo_config, config, cpus, offset)
     _shape_test_threads(shaped, config)
+    _shape_test_threads_arg(shaped, command, config)
     _shape_link_threads(shaped, command, cargo_config, config)
     _shape_rustc_wrapper(shaped, cargo_config, config)
     return shaped
 
 
 def _shape_jobs(shaped: Shaped, command: CargoCommand, cargo_config: CargoConfig, config: Config,
-                slots: int, offset: int) -> None:
-    cap = jobs_cap(config, slots)
+                cpus: int, offset: int) -> None:
+    cap = jobs_cap(config, cpus)
+    why_cap = (f"jobs capped at {cap}: the build runs on at most {cap} of the host's {cpus} CPU tokens "
+               "through its jobserver, and build scripts get this number as NUM_JOBS")
     shaped.jobs = cap
     nextest = (command.resolved or "").startswith("nextest")
     names = ("--build-jobs",) if nextest else ("--jobs",)
@@ -106,8 +119,7 @@ def _shape_jobs(shaped: Shaped, command: CargoCommand, cargo_config: CargoConfig
         if value is not None and 1 <= value <= cap:
             shaped.jobs = value
             return
-        _rewrite_option(shaped, command, option, f"{names[0]}={cap}", offset,
-                        f"jobs capped at {cap} per build slot")
+        _rewrite_option(shaped, command, option, f"{names[0]}={cap}", offset, why_cap)
         return
     source, raw = "CARGO_BUILD_JOBS", shaped.env.get("CARGO_BUILD_JOBS")
     if raw is None and cargo_config.get("build.jobs") is not None:
@@ -116,7 +128,9 @@ def _shape_jobs(shaped: Shaped, command: CargoCommand, cargo_config: CargoConfig
     if value is not None and 1 <= value <= cap:
         shaped.jobs = value
         return
-    why = f"jobs capped at {cap} per build slot" + (f" (was {raw} from {source})" if raw is not None else "")
+    if raw is None and cap >= cores():
+        return  # cargo's default (the CPUs it may use) is within the cap already
+    why = why_cap + (f" (was {raw} from {source})" if raw is not None else "")
     shaped.set_env("CARGO_BUILD_JOBS", str(cap), why)
 
 
@@ -151,6 +165,29 @@ def _shape_test_threads(shaped: Shaped, config: Config) -> None:
             if value <= cap:
                 continue
         shaped.set_env(name, str(cap), f"test threads capped at {cap}" + (f" (was {raw})" if raw else ""))
+
+
+def _shape_test_threads_arg(shaped: Shaped, command: CargoCommand, config: Config) -> None:
+    """`cargo test -- --test-threads=N` beats RUST_TEST_THREADS: lower an N above the cap."""
+    if command.resolved not in ("test", "bench") or not command.trailing:
+        return
+    cap = test_threads_cap(config)
+    start = len(shaped.argv) - len(command.trailing)  # the trailing args always end the argv
+    i = start
+    while i < len(shaped.argv):
+        word = shaped.argv[i]
+        span, raw = 0, None
+        if word.startswith("--test-threads="):
+            span, raw = 1, word.split("=", 1)[1]
+        elif word == "--test-threads" and i + 1 < len(shaped.argv):
+            span, raw = 2, shaped.argv[i + 1]
+        value = _int_or_none(raw.strip()) if raw is not None else None
+        if value is not None and value > cap:
+            before = " ".join(shaped.argv[i:i + span])
+            shaped.argv[i:i + span] = [f"--test-threads={cap}"]
+            shaped.changes.append(Change("arg --test-threads", before, f"--test-threads={cap}",
+                                         f"test threads capped at {cap}"))
+        i += max(1, span)
 
 
 # ---- link threads --------------------------------------------------------------------
@@ -254,7 +291,7 @@ def lld_cap_flag(form: str, threads: int) -> str:
 def _shape_link_threads(shaped: Shaped, command: CargoCommand, cargo_config: CargoConfig,
                         config: Config) -> None:
     env = shaped.env
-    threads = int(config["link_threads"] or shaped.jobs)
+    threads = link_threads_cap(config)
     targets = build_targets(command, cargo_config, env)
     if any(t.endswith(".json") for t in targets):
         shaped.notes.append("link threads not capped: custom target specification")

@@ -98,3 +98,91 @@ def total_memory(env: Mapping[str, str]) -> int:
     cgroup = _cgroup_v2_dir(Path("/proc"))
     reading = _from_cgroup(cgroup) if cgroup else None
     return reading.total if reading else meminfo().get("MemTotal", 0)
+
+
+# ---- CPU -----------------------------------------------------------------------------
+
+def _cgroup_dirs(proc_root: Path, v1_controller: str) -> list[tuple[str, Path, Path]]:
+    """(version, cgroup dir, mount point) of this process for cgroup v2 and for the v1 hierarchy
+    that carries `v1_controller`, found through mountinfo (so a hierarchy mounted anywhere, or
+    a container's namespaced view, is read where it really is)."""
+    try:
+        memberships = (proc_root / "self" / "cgroup").read_text().splitlines()
+        mounts = (proc_root / "self" / "mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in memberships:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        version = "v2" if parts[0] == "0" and parts[1] == "" else "v1"
+        if version == "v1" and v1_controller not in parts[1].split(","):
+            continue
+        for mount in mounts:
+            fields = mount.split()
+            if "-" not in fields:
+                continue
+            tail = fields[fields.index("-") + 1:]
+            if len(tail) < 3 or len(fields) < 5:
+                continue
+            kind, options = tail[0], tail[2].split(",")
+            if (version == "v2" and kind != "cgroup2") or (
+                    version == "v1" and (kind != "cgroup" or v1_controller not in options)):
+                continue
+            root, point = fields[3], fields[4]
+            path = parts[2]
+            if root != "/" and not (path == root or path.startswith(root.rstrip("/") + "/")):
+                continue
+            relative = path[len(root):] if root != "/" else path
+            found.append((version, Path(point) / relative.lstrip("/"), Path(point)))
+            break
+    return found
+
+
+def _read_quota(directory: Path, version: str) -> float | None:
+    """CPUs granted by one cgroup's quota, or None for no quota."""
+    try:
+        if version == "v2":
+            quota_text, _, period_text = (directory / "cpu.max").read_text().strip().partition(" ")
+            if quota_text == "max":
+                return None
+            quota, period = int(quota_text), int(period_text or "100000")
+        else:
+            quota = int((directory / "cpu.cfs_quota_us").read_text().strip())
+            period = int((directory / "cpu.cfs_period_us").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return quota / period
+
+
+def cpu_limit(proc_root: Path = Path("/proc")) -> tuple[float, str] | None:
+    """The tightest cgroup CPU quota over this process's cgroup and its ancestors, in CPUs, with
+    the file it came from; None when no quota applies (cgroup v2 `cpu.max`, v1
+    `cpu.cfs_quota_us` / `cpu.cfs_period_us`)."""
+    best: tuple[float, str] | None = None
+    for version, directory, mount in _cgroup_dirs(proc_root, "cpu"):
+        current = directory
+        while True:
+            quota = _read_quota(current, version)
+            if quota is not None and (best is None or quota < best[0]):
+                name = "cpu.max" if version == "v2" else "cpu.cfs_quota_us"
+                best = (quota, str(current / name))
+            if current == mount or current.parent == current:
+                break
+            current = current.parent
+    return best
+
+
+def cpus(proc_root: Path = Path("/proc")) -> tuple[int, str]:
+    """The CPUs this process may keep busy: its affinity, lowered by a cgroup CPU quota (rounded
+    up: 1.5 CPUs of quota keeps two jobs busy), with how that was found."""
+    import math
+
+    count = cores()
+    limit = cpu_limit(proc_root)
+    if limit is not None and math.ceil(limit[0]) < count:
+        return max(1, math.ceil(limit[0])), f"cgroup CPU quota {limit[0]:g} CPUs ({limit[1]})"
+    return count, f"{count} cores (CPU affinity)"

@@ -368,6 +368,27 @@ def locked_inodes() -> dict[tuple[int, int], int]:
     return found
 
 
+def lock_holders() -> dict[tuple[int, int], list[int]]:
+    """(device, inode) -> pids of every holder of a flock on it (shared locks have several),
+    from /proc/locks (no locking)."""
+    found: dict[tuple[int, int], list[int]] = {}
+    try:
+        with open("/proc/locks") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[-4] != "->":
+            try:
+                major, minor, inode = parts[5].split(":")
+                key = (os.makedev(int(major, 16), int(minor, 16)), int(inode))
+                found.setdefault(key, []).append(int(parts[4]))
+            except ValueError:
+                continue
+    return found
+
+
 def is_locked(path: str | os.PathLike[str], locks: dict[tuple[int, int], int]) -> bool:
     try:
         info = os.stat(path, follow_symlinks=False)

@@ -111,4 +111,5 @@ def summary(record: dict[str, object]) -> str:
     rss = int(str(record.get("peak_rss", 0))) / (1 << 20)
     return (f"cargo-agent: exit {record.get('exit_code')} in {record.get('wall_seconds')}s "
             f"(waited {record.get('slot_wait_seconds')}s for slot {record.get('slot')}, "
-            f"peak RSS {rss:.0f} MiB, {record.get('retries')} retries)")
+            f"peak RSS {rss:.0f} MiB, {record.get('retries')} retries"
+            + (f", peak {record['tokens_peak']} CPU tokens" if "tokens_peak" in record else "") + ")")

@@ -90,7 +90,7 @@ def _shape(tmp_path: Path, args: list[str], env: dict[str, str], cargo_config: s
     env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], **env}
     command = argv.parse(args)
     loaded = config.load({**(settings or {}), "CARGO_AGENT_CONFIG": str(tmp_path / "none.toml")})
-    return envshape.shape(command, cargoconfig.load(tmp_path, env, command.configs), loaded, env, slots=2)
+    return envshape.shape(command, cargoconfig.load(tmp_path, env, command.configs), loaded, env, cpus=8)
 
 
 def test_wasm_target_gets_the_direct_form(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_jobs_inside_an_alias_are_capped_by_expanding_it(tmp_path: Path) -> None
     command = argv.expand_aliases(argv.parse(["bb", "-q"]), lambda n: ["build", "-j", "64"] if n == "bb" else None)
     loaded = config.load({"CARGO_AGENT_JOBS": "2", "CARGO_AGENT_CONFIG": str(tmp_path / "none.toml")})
     env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]}
-    shaped = envshape.shape(command, cargoconfig.load(tmp_path, env), loaded, env, slots=1)
+    shaped = envshape.shape(command, cargoconfig.load(tmp_path, env), loaded, env, cpus=8)
     assert shaped.argv == ["build", "--jobs=2", "-q"]
 
 

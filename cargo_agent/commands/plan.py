@@ -7,12 +7,12 @@ import shlex
 
 from cargo_agent import argv as argv_model
 from cargo_agent import config as settings
-from cargo_agent import envshape, policy, slots, toolchain
+from cargo_agent import envshape, policy, slots, tokens, toolchain
 
 
 def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: toolchain.Toolchain,
                 slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str, limit_as: int | None,
-                config: settings.Config, env: dict[str, str], as_json: bool) -> None:
+                config: settings.Config, env: dict[str, str], as_json: bool, pool: tokens.Pool) -> None:
     env_items: list[dict[str, str | None]] = [
         {"name": c.name.split(" ", 1)[1], "before": c.before, "after": c.after, "why": c.why}
         for c in shaped.changes if c.name.startswith("env ")]
@@ -30,6 +30,7 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
                   "lock_dir": str(slot_settings.lock_dir), "shared": slot_settings.shared,
                   "mem_high": slot_settings.mem_high, "mem_kill": slot_settings.mem_kill,
                   "wait_timeout": slot_settings.wait_timeout},
+        "cpu": cpu_plan(pool, shaped),
         "limits": {"limit_as": limit_as, "timeout": config["timeout"], "kill_grace": config["kill_grace"],
                    "retries": config["retries"]},
         "env": env_items,
@@ -52,6 +53,9 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
     out.append(f"toolchain: {chosen.name or '(rustup default)'} (from {chosen.source})")
     out.append(f"slots:     {slot_settings.count} of {slot_settings.ceiling} in {slot_settings.lock_dir}; "
                f"N = {slot_settings.formula}")
+    cap = min(shaped.jobs, pool.count)
+    out.append(f"cpu:       {cap} of {pool.count} CPU tokens at most: 1 taken before cargo starts, up to "
+               f"{cap - 1} more lent through a private jobserver while free; C = {pool.formula}")
     out.append(f"memory:    wait above {slot_settings.mem_high:g}%, "
                f"kill guard {'off' if slot_settings.mem_kill is None else f'{slot_settings.mem_kill:g}%'}")
     out.append(f"limits:    RLIMIT_AS {limit_as if limit_as else 'unlimited'}, timeout {config['timeout'] or 'none'}")
@@ -67,3 +71,10 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
             out.append(f"setting:   {config.explain(setting.key)}")
     out.append("argv:      " + shlex.join([cargo, *shaped.argv]))
     print("\n".join(out))
+
+
+def cpu_plan(pool: tokens.Pool, shaped: envshape.Shaped) -> dict[str, object]:
+    """How the build gets CPU: its token cap, and why a user's larger -j cannot exceed it."""
+    return {"tokens": pool.count, "formula": pool.formula, "build_cap": min(shaped.jobs, pool.count),
+            "lock_dir": str(pool.lock_dir),
+            "jobserver": "private pipe in CARGO_MAKEFLAGS; cargo obeys it over -j, build.jobs and CARGO_BUILD_JOBS"}
