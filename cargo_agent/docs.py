@@ -38,6 +38,8 @@ OTHER_VARIABLES = (
     (CONFIG_PATH_ENV, f"a config file: the host file where no `{DEFAULT_HOST_CONFIG}` exists, else one more "
                       "layer below the environment"),
     ("CARGO_AGENT_SLOT", "set by cargo-agent for the build: the slot it holds, so nested calls run inside it"),
+    ("CARGO_MAKEFLAGS", "set by cargo-agent for the build: its private jobserver, through which CPU tokens are "
+     "lent; a nested cargo-agent joins the one it inherits"),
     ("CARGO_AGENT_INVOKED_AS", "set by the PATH shim to `cargo`, so refusal hints name the command you typed"),
     ("CARGO_AGENT_BIN", "the cargo-agent the shim should run (default: the one on PATH)"),
     ("CARGO_AGENT_MEMORY_SOURCE", "testing hook: a file holding a used-memory percentage, used only when it is "
