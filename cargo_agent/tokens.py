@@ -27,9 +27,10 @@ cap), and linkers' own threads (the lld cap). A job whose process is SIGKILLed n
 byte; its token is held until the build ends.
 
 Nested cargo (a build script or test running cargo through the shim) takes no slot and no token:
-it joins the jobserver it inherited (CARGO_MAKEFLAGS with open pipe fds), or, where it inherited
-none (test binaries get none from cargo), runs on its parent's token plus whatever free tokens a
-broker of its own can lend it without ever waiting.
+it joins the jobserver it inherited (CARGO_MAKEFLAGS naming both ends of one open pipe; cargo lets
+build scripts and test binaries inherit it), or, where it inherited none (its fds were closed),
+runs on its parent's token plus whatever free tokens a broker of its own can lend it without
+ever waiting.
 """
 
 from __future__ import annotations
@@ -261,7 +262,9 @@ def makeflags(read_fd: int, write_fd: int) -> str:
 
 
 def inherited_jobserver(env: Mapping[str, str]) -> tuple[int, int] | None:
-    """The pipe fds of a jobserver this process inherited, if CARGO_MAKEFLAGS names open pipes."""
+    """The pipe fds of a jobserver this process inherited, if CARGO_MAKEFLAGS names both ends of
+    one open pipe."""
+    import fcntl
     import stat
 
     text = env.get(MAKEFLAGS_ENV) or ""
@@ -271,10 +274,14 @@ def inherited_jobserver(env: Mapping[str, str]) -> tuple[int, int] | None:
                 parts = word[len(prefix):].split(",")
                 try:
                     fds = int(parts[0]), int(parts[1])
-                    if all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in fds):
-                        return fds
+                    ends = [os.fstat(fd) for fd in fds]
+                    modes = [fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE for fd in fds]
                 except (IndexError, ValueError, OSError):
-                    pass
+                    return None
+                # Both ends of one pipe, read and write: not fds that were closed and reused since.
+                if all(stat.S_ISFIFO(e.st_mode) for e in ends) and ends[0].st_ino == ends[1].st_ino \
+                        and modes == [os.O_RDONLY, os.O_WRONLY]:
+                    return fds
                 return None
     return None
 

@@ -549,6 +549,11 @@ def test_inherited_jobserver_is_only_open_pipes(tmp_path: Path) -> None:
         assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": tokens.makeflags(read_fd, write_fd)}) \
             == (read_fd, write_fd)
         assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": f"-j --jobserver-auth={plain},{plain}"}) is None
+        other_read, other_write = os.pipe()
+        assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": f"-j --jobserver-auth={read_fd},{other_write}"}) is None
+        assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": f"-j --jobserver-auth={write_fd},{read_fd}"}) is None
+        os.close(other_read)
+        os.close(other_write)
         assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": "-j --jobserver-auth=999,998"}) is None
         assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": "-j --jobserver-auth=fifo:/x"}) is None
         assert tokens.inherited_jobserver({}) is None
@@ -593,3 +598,72 @@ def test_fake_cargo_is_given_the_private_jobserver(virtual_ws: Path, run_agent: 
     assert words[0] == "-j" and words[1].startswith("--jobserver-fds=") and words[2].startswith("--jobserver-auth=")
     assert words[1].split("=")[1] == words[2].split("=")[1]
     assert FAKE_CARGO.exists()
+
+
+GREEDY_CARGO = """#!{python}
+# Takes every byte its jobserver offers for a while, logs how many, and fails once with a
+# transient error: a real jobserver client, for the broker's cap on the first run and the retry.
+import os, sys, time
+flags = os.environ["CARGO_MAKEFLAGS"]
+read_fd = int(flags.split("--jobserver-auth=")[1].split(",")[0])
+os.set_blocking(read_fd, False)
+got, end = 0, time.monotonic() + 1.5
+while time.monotonic() < end:
+    try:
+        got += len(os.read(read_fd, 1))
+    except BlockingIOError:
+        time.sleep(0.01)
+with open(os.environ["GREEDY_LOG"], "a") as log:
+    log.write(f"{{got}}\\n")
+marker = os.environ["GREEDY_MARKER"]
+if not os.path.exists(marker):
+    open(marker, "w").close()
+    sys.stderr.write("error: could not compile `x`: Resource temporarily unavailable (os error 11)\\n")
+    sys.exit(101)
+"""
+
+
+def test_a_retry_after_a_transient_failure_halves_the_lent_tokens(virtual_ws: Path, tmp_path: Path,
+                                                                  run_agent: RunAgent,
+                                                                  agent_env: dict[str, str]) -> None:
+    greedy = tmp_path / "greedy-cargo"
+    greedy.write_text(GREEDY_CARGO.format(python=agent_command()[0]))
+    greedy.chmod(0o755)
+    env = {**agent_env, "CARGO_AGENT_CARGO": str(greedy), "GREEDY_LOG": str(tmp_path / "greedy.log"),
+           "GREEDY_MARKER": str(tmp_path / "failed-once"), "CARGO_AGENT_REPORT": "1"}
+    result = run_agent("build", "-p", "alpha", cwd=virtual_ws, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"retrying with --jobs {max(1, C // 2)}" in result.stderr
+    taken = [int(n) for n in (tmp_path / "greedy.log").read_text().split()]
+    assert taken == [C - 1, max(1, C // 2) - 1]  # extra tokens on top of the implicit one
+    assert f"peak {C} CPU tokens" in result.stderr
+    assert tokens_locked(Path(agent_env["CARGO_AGENT_LOCK_DIR"])) == 0
+
+
+TEST_CALLS_CARGO = r'''
+#[test]
+fn builds_through_the_shim() {
+    let status = std::process::Command::new("cargo")
+        .args(["build", "-q", "--manifest-path", env!("INNER_MANIFEST")])
+        .env("CARGO_TARGET_DIR", env!("INNER_TARGET"))
+        .status().unwrap();
+    assert!(status.success(), "nested cargo failed");
+}
+'''
+
+
+def test_a_test_binary_running_cargo_takes_no_slot_or_token(tmp_path: Path, agent_env: dict[str, str],
+                                                            shim_path: str) -> None:
+    """cargo lets test binaries inherit the jobserver it was given: a test running cargo through the
+    shim joins it, with one slot and one token on the host, and never waits."""
+    inner = scripts_ws(tmp_path / "inner", 3, "n")
+    outer = write_tree(tmp_path / "outer", {**crate("outer"), "tests/nested.rs": TEST_CALLS_CARGO})
+    env = {**_env(agent_env, tmp_path, "testbin", SCRIPT_SLEEP_MS="300"), "PATH": shim_path,
+           "CARGO_AGENT_SLOTS": "1", "CARGO_AGENT_CPUS": "1", "CARGO_AGENT_WAIT_TIMEOUT": "60s",
+           "INNER_MANIFEST": str(inner / "Cargo.toml"), "INNER_TARGET": str(tmp_path / "inner-target")}
+    result = subprocess.run(["cargo", "test", "-p", "outer"], cwd=outer, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "test builds_through_the_shim ... ok" in result.stdout
+    spans = intervals(tmp_path / "testbin.log")
+    assert len(spans) == 3 and peak(spans) == 1
