@@ -232,11 +232,14 @@ fn main() {
         .open(std::env::var("PIPE_LOG").unwrap()).unwrap();
     file.write_all(format!("{} {:?}\n", std::env::var("CARGO_PKG_NAME").unwrap(), pipe).as_bytes()).unwrap();
     if let Ok(inner) = std::env::var("INNER_MANIFEST") {
-        let status = std::process::Command::new("cargo")
-            .args(["build", "-q", "--manifest-path", &inner])
+        let mut command = std::process::Command::new("cargo");
+        command.args(["build", "-q", "--manifest-path", &inner])
             .env_remove("INNER_MANIFEST")
-            .env("CARGO_TARGET_DIR", std::env::var("INNER_TARGET").unwrap())
-            .status().unwrap();
+            .env("CARGO_TARGET_DIR", std::env::var("INNER_TARGET").unwrap());
+        if std::env::var("DROP_JOBSERVER").is_ok() {
+            command.env_remove("CARGO_MAKEFLAGS");
+        }
+        let status = command.status().unwrap();
         assert!(status.success(), "nested cargo failed");
         println!("cargo::warning=NESTED-OK");
     }
@@ -256,11 +259,13 @@ def shim_path(tmp_path: Path, agent_env: dict[str, str]) -> str:
     return f"{shim_dir}:{launcher.parent}:{agent_env['PATH']}"
 
 
+@pytest.mark.parametrize("drop", [False, True], ids=["joins", "without-jobserver"])
 @pytest.mark.parametrize("cpus", ["1", "2"])
 def test_nested_cargo_joins_the_parents_jobserver_and_takes_no_token(tmp_path: Path, agent_env: dict[str, str],
-                                                                     shim_path: str, cpus: str) -> None:
+                                                                     shim_path: str, cpus: str, drop: bool) -> None:
     """With one slot (and with one token), the outer build holds everything while its build script
-    runs cargo through the shim: the nested build must run inside, on the parent's jobserver."""
+    runs cargo through the shim: the nested build must run inside, on the parent's jobserver.
+    Handed no jobserver, it runs on the parent's token plus tokens it can borrow without waiting."""
     inner = scripts_ws(tmp_path / "inner", 3, "n")
     for i in range(3):
         (inner / f"n{i}" / "build.rs").write_text(BUILD_RS.replace(
@@ -270,13 +275,14 @@ def test_nested_cargo_joins_the_parents_jobserver_and_takes_no_token(tmp_path: P
     env = {**_env(agent_env, tmp_path, "nested", SCRIPT_SLEEP_MS="500"), "PATH": shim_path,
            "CARGO_AGENT_SLOTS": "1", "CARGO_AGENT_CPUS": cpus, "CARGO_AGENT_WAIT_TIMEOUT": "60s",
            "PIPE_LOG": str(tmp_path / "pipes.log"), "INNER_MANIFEST": str(inner / "Cargo.toml"),
-           "INNER_TARGET": str(tmp_path / "inner-target")}
+           "INNER_TARGET": str(tmp_path / "inner-target"), **({"DROP_JOBSERVER": "1"} if drop else {})}
     result = subprocess.run(["cargo", "build"], cwd=outer, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "NESTED-OK" in result.stderr
     pipes = dict(line.split(" ", 1) for line in (tmp_path / "pipes.log").read_text().splitlines())
     assert set(pipes) == {"outer", "n0", "n1", "n2"}
-    assert "pipe:" in pipes["outer"] and len(set(pipes.values())) == 1  # one jobserver for all
+    assert "pipe:" in pipes["outer"] and "pipe:" in pipes["n0"]
+    assert len(set(pipes.values())) == (2 if drop else 1)  # one jobserver for all, or the nested one's own
     assert peak(intervals(tmp_path / "nested.log")) == min(int(cpus), 3)
 
 
