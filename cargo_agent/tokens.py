@@ -19,7 +19,7 @@ One build:
   - a byte unused for 60 ms while another build wants a token, or at once while a build waits
     for its implicit token: read it back and free the token. With nobody else asking, one spare
     byte stays in the pipe, so a lone build's next job starts without a round trip.
-- When cargo has exited, the pipe is drained and every token is freed.
+- When cargo has exited, every lent token is freed with the pipe; the implicit one after the build.
 
 What tokens do not cover: threads inside one job (rustc's codegen workers ask the jobserver, but
 LLVM and the parallel frontend have threads of their own), test binaries (capped by the test-thread
@@ -305,12 +305,14 @@ class Broker:
         self._thread = threading.Thread(target=self._run, name="cargo-agent-broker", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if self.cap > 0:  # with -j 1 there is nothing to lend
+            self._thread.start()
 
     def stop(self) -> None:
+        """Stop lending and free every lent token (the bytes die with the pipe)."""
         self._stop.set()
-        self._thread.join()
-        self._drain()
+        if self._thread.ident is not None:
+            self._thread.join()
         self.tokens.give_back(self.lent)
         self.lent = 0
         self.tokens.want(False)
@@ -331,17 +333,6 @@ class Broker:
             got = 0
         # Bytes beyond what we lent were written by something in the build: dropped, not counted.
         self.lent -= self.tokens.give_back(min(got, self.lent))
-
-    def _drain(self) -> None:
-        while self._in_pipe() > 0:
-            before = self.lent
-            self._take_back(self._in_pipe())
-            if self.lent == before:
-                try:
-                    if not os.read(self.read_fd, 4096):
-                        break
-                except (BlockingIOError, InterruptedError):
-                    break
 
     def _run(self) -> None:
         try:
