@@ -407,19 +407,25 @@ def test_status_shows_tokens_held_and_builds_waiting_for_one(virtual_ws: Path, f
     assert tokens_locked(Path(env["CARGO_AGENT_LOCK_DIR"])) == 0
 
 
-def test_waiting_for_a_token_gives_up_after_the_wait_timeout(virtual_ws: Path, fake_cargo_env: dict[str, str],
-                                                             tmp_path: Path, run_agent: RunAgent,
-                                                             reap: list[int]) -> None:
+def test_a_stopped_holder_makes_waiters_give_up_after_the_wait_timeout(
+        virtual_ws: Path, fake_cargo_env: dict[str, str], tmp_path: Path, run_agent: RunAgent,
+        reap: list[int]) -> None:
     Path(fake_cargo_env["CARGO_AGENT_CONFIG"]).write_text("slots = 2\n")
     env = {**fake_cargo_env, "CARGO_AGENT_CPUS": "1", "FAKE_SLEEP": "60", "FAKE_PIDFILE": str(tmp_path / "first")}
     first = _launch(virtual_ws, env, "build", "-p", "alpha")
     reap.append(first.pid)
     wait_for(lambda: (tmp_path / "first").exists())
-    result = run_agent("build", "-p", "beta", cwd=virtual_ws, env={**env, "CARGO_AGENT_WAIT_TIMEOUT": "1s"})
-    first.send_signal(signal.SIGTERM)
-    first.wait(timeout=30)
+    first.send_signal(signal.SIGSTOP)  # the holder (the supervising cargo-agent) stops answering
+    try:
+        result = run_agent("build", "-p", "beta", cwd=virtual_ws, env={**env, "CARGO_AGENT_WAIT_TIMEOUT": "1s"})
+    finally:
+        first.send_signal(signal.SIGCONT)
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
     assert result.returncode == 75
-    assert result.stderr.startswith("error: gave up waiting for a CPU token after 0m1s (1/1 held (pid ")
+    assert result.stderr.startswith(
+        f"error: gave up waiting for a CPU token after 0m1s (1/1 held (pid {first.pid}: 1))")
+    assert tokens_locked(Path(env["CARGO_AGENT_LOCK_DIR"])) == 0
 
 
 def test_dry_run_shows_the_token_plan_and_that_a_higher_j_cannot_exceed_it(virtual_ws: Path,
