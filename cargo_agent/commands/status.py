@@ -58,15 +58,15 @@ def run(env: dict[str, str], as_json: bool) -> int:
               f" in {safe(str(h.get('cwd', '?')))}, {h['age_seconds']}s, RSS {int(str(h['rss'])) >> 20} MiB"
               f"{cpu}{state}")
     print(f"queue: {len(queue)} waiting")
+    for position, q in enumerate(queue, start=1):
+        command = safe(" ".join(q.get("command", [])))  # type: ignore[arg-type]
+        print(f"  {position}. pid {q.get('pid')} `{command}` waiting {q['waiting_seconds']}s")
     print(f"cpu tokens: {sum(held_tokens.values())}/{pool.count} held, {len(token_waiters)} builds waiting "
           f"for a token (C = {pool.formula})")
     slot_pids = {h.get("pid") for h in held}
     for pid, count in sorted(held_tokens.items()):
         if pid not in slot_pids:
             print(f"  pid {pid} (a nested build, or a build whose slot record is gone): {count} CPU tokens")
-    for position, q in enumerate(queue, start=1):
-        command = safe(" ".join(q.get("command", [])))  # type: ignore[arg-type]
-        print(f"  {position}. pid {q.get('pid')} `{command}` waiting {q['waiting_seconds']}s")
     mem_kill = "off" if settings.mem_kill is None else f"{settings.mem_kill:g}%"
     print(f"memory: {reading.used_percent:.0f}% used ({reading.source}); "
           f"mem_high {settings.mem_high:g}%, mem_kill {mem_kill}")
