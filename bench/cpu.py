@@ -6,11 +6,14 @@ the static split it replaced (jobs = cores / slots per build).
 What it measures, each on clean builds (a fresh target dir per build):
 - lone: the wall time of one build, bare cargo vs cargo-agent, runs alternated; the ratio of the
   medians (goal <= 1.05);
+- lone, also under the static split: N slot locks and `CARGO_BUILD_JOBS = max(1, C / N)`, as
+  cargo-agent did before (emulated by a small launcher, so it stays measurable after the change);
 - storm: K concurrent builds, each of its own copy of the workspace (as agents' checkouts are),
-  under bare cargo, cargo-agent with tokens, and cargo-agent with the static split
-  (CARGO_AGENT_JOBS = max(1, C / N)), with this host's auto N and again with N = K: makespan, each
-  build's wall time, and the peak number of compile jobs (rustc and build-script processes in
-  the builds' trees, sampled every 50 ms) running at once host-wide;
+  under bare cargo, cargo-agent with tokens and the static split, with this host's auto N and
+  again with N = K: makespan and the peak number of compile jobs (rustc and build-script
+  processes in the builds' trees, cargo's `rustc -vV` probes excluded, sampled every 50 ms)
+  running at once host-wide. A sample walks /proc and is not atomic: a job that ends while the
+  next starts during one walk may be counted with it (tests/tokens_test.py counts exactly);
 - broker: the broker thread's own CPU time over each build's wall time, from the run log
   (goal < 2 % of a core), and its polls per second.
 
@@ -120,6 +123,16 @@ def _table() -> dict[int, tuple[str, int]]:
     return found
 
 
+def _is_probe(pid: int) -> bool:
+    """cargo's short `rustc -vV` / `rustc - --print=...` queries: not compile jobs, hold no token."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            args = handle.read().split(b"\0")
+    except OSError:
+        return True
+    return b"-vV" in args or any(a.startswith(b"--print") for a in args)
+
+
 class JobSampler:
     """Peak compile jobs at once in the process trees under `roots`, sampled every 50 ms."""
 
@@ -142,7 +155,8 @@ class JobSampler:
                 if pid not in seen:
                     seen.add(pid)
                     stack += children.get(pid, [])
-            jobs = sum(1 for pid in seen if pid in table and table[pid][0].startswith(JOB_COMMS))
+            jobs = sum(1 for pid in seen if pid in table and table[pid][0].startswith(JOB_COMMS)
+                       and not _is_probe(pid))
             self.peak = max(self.peak, jobs)
             self.samples += 1
 
@@ -211,6 +225,33 @@ def median_row(rows: list[dict[str, float]], key: str) -> float | None:
 
 # ---- the bench -----------------------------------------------------------------------------
 
+# Today's static split, outside cargo-agent: one of N slot locks, then cargo with jobs = C / N.
+STATIC_SPLIT = r"""
+import fcntl, os, subprocess, sys, time
+lock_dir, slots, jobs, cargo = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+os.makedirs(lock_dir, exist_ok=True)
+fds = [os.open(os.path.join(lock_dir, f"slot-{k}.lock"), os.O_RDWR | os.O_CREAT) for k in range(slots)]
+while True:
+    held = False
+    for fd in fds:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+            break
+        except BlockingIOError:
+            pass
+    if held:
+        break
+    time.sleep(0.01)
+sys.exit(subprocess.call([cargo, *sys.argv[5:]], env={**os.environ, "CARGO_BUILD_JOBS": jobs}))
+"""
+
+
+def static_split_prefix(work: Path, label: str, slots: int, cpus: int) -> list[str]:
+    cargo = shutil.which("cargo") or "cargo"
+    return [sys.executable, "-c", STATIC_SPLIT, str(work / f"{label}-slots"), str(slots),
+            str(max(1, cpus // slots)), cargo]
+
 def agent_prefix() -> list[str]:
     return [sys.executable, "-m", "cargo_agent"]
 
@@ -223,50 +264,62 @@ def base_env(work: Path) -> dict[str, str]:
     return env
 
 
-def lone(template: Path, work: Path, env: dict[str, str], runs: int) -> dict[str, Any]:
-    cargo = shutil.which("cargo") or "cargo"
-    lock_dir = work / "lone-locks"
-    agent_env = {**env, "CARGO_AGENT_LOCK_DIR": str(lock_dir)}
-    bare_walls, agent_walls = [], []
-    for _ in range(runs):  # alternated, so that load from elsewhere hits both alike
-        bare_walls.append(storm(template, work, 1, [cargo], env, "lone-bare")["wall_seconds"][0])
-        agent_walls.append(storm(template, work, 1, agent_prefix(), agent_env, "lone-agent")["wall_seconds"][0])
-    brokers = broker_figures(lock_dir)
-    return {"bare_seconds": bare_walls, "agent_seconds": agent_walls,
-            "ratio": round(statistics.median(agent_walls) / statistics.median(bare_walls), 3),
-            "broker": brokers, "broker_cpu_percent_median": median_row(brokers, "broker_cpu_percent")}
-
-
-def storms(template: Path, work: Path, env: dict[str, str], k: int) -> dict[str, Any]:
-    cargo = shutil.which("cargo") or "cargo"
+def host_plan(template: Path, work: Path, env: dict[str, str]) -> tuple[int, int]:
+    """(N, C): the slots and CPU tokens cargo-agent would use on this host."""
     plan = json.loads(subprocess.run([*agent_prefix(), "--dry-run", "--json", "build"], cwd=template,
                                      env={**env, "CARGO_AGENT_LOCK_DIR": str(work / "plan-locks")},
                                      capture_output=True, text=True, check=True).stdout)
-    slots, cpus = plan["slots"]["count"], plan["cpu"]["tokens"]
-    split_jobs = max(1, cpus // slots)
-    results: dict[str, Any] = {"slots": slots, "cpus": cpus, "static_split_jobs": split_jobs}
-    results["bare cargo"] = storm(template, work, k, [cargo], env, "bare")
-    token_locks = work / "storm-locks"
-    results["cargo-agent (tokens)"] = storm(template, work, k, agent_prefix(),
-                                            {**env, "CARGO_AGENT_LOCK_DIR": str(token_locks)}, "tokens")
-    results["cargo-agent (tokens)"]["broker"] = broker_figures(token_locks)
-    results["static split"] = storm(template, work, k, agent_prefix(),
-                                    {**env, "CARGO_AGENT_LOCK_DIR": str(work / "split-locks"),
-                                     "CARGO_AGENT_JOBS": str(split_jobs)}, "split")
-    # The same with every build admitted at once (host file: slots = K), where a static split
-    # of cores / K either oversubscribes (K > C) or idles cores when builds finish unevenly.
+    return int(plan["slots"]["count"]), int(plan["cpu"]["tokens"])
+
+
+def lone(template: Path, work: Path, env: dict[str, str], runs: int, slots: int, cpus: int) -> dict[str, Any]:
+    cargo = shutil.which("cargo") or "cargo"
+    lock_dir = work / "lone-locks"
+    variants = {"bare cargo": ([cargo], env),
+                "cargo-agent (tokens)": (agent_prefix(), {**env, "CARGO_AGENT_LOCK_DIR": str(lock_dir)}),
+                "static split": (static_split_prefix(work, "lone-split", slots, cpus), env)}
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(runs):  # alternated, so that load from elsewhere hits every variant alike
+        for name, (prefix, run_env) in variants.items():
+            walls[name].append(storm(template, work, 1, prefix, run_env, "lone")["wall_seconds"][0])
+    bare = statistics.median(walls["bare cargo"])
+    brokers = broker_figures(lock_dir)
+    return {"seconds": walls, "median_seconds": {k: round(statistics.median(v), 2) for k, v in walls.items()},
+            "ratio_to_bare": {k: round(statistics.median(v) / bare, 3) for k, v in walls.items()},
+            "broker": brokers, "broker_cpu_percent_median": median_row(brokers, "broker_cpu_percent")}
+
+
+def storms(template: Path, work: Path, env: dict[str, str], k: int, runs: int, slots: int,
+           cpus: int) -> dict[str, Any]:
+    cargo = shutil.which("cargo") or "cargo"
     host_file = work / f"slots-{k}.toml"
     host_file.write_text(f"slots = {k}\n")
-    wide = {**env, "CARGO_AGENT_CONFIG": str(host_file)}
-    wide_split = max(1, cpus // k)
-    wide_locks = work / "wide-locks"
-    results[f"cargo-agent (tokens), slots = {k}"] = storm(
-        template, work, k, agent_prefix(), {**wide, "CARGO_AGENT_LOCK_DIR": str(wide_locks)}, "wide-tokens")
-    results[f"cargo-agent (tokens), slots = {k}"]["broker"] = broker_figures(wide_locks)
-    results[f"static split, slots = {k}"] = storm(
-        template, work, k, agent_prefix(), {**wide, "CARGO_AGENT_LOCK_DIR": str(work / "wide-split-locks"),
-                                            "CARGO_AGENT_JOBS": str(wide_split)}, "wide-split")
-    results["static_split_jobs_wide"] = wide_split
+    variants: dict[str, tuple[list[str], dict[str, str]]] = {
+        "bare cargo": ([cargo], env),
+        f"cargo-agent (tokens), N = {slots}": (agent_prefix(), env),
+        f"static split, N = {slots}, -j{max(1, cpus // slots)}": (
+            static_split_prefix(work, "split", slots, cpus), env),
+        f"cargo-agent (tokens), N = {k}": (agent_prefix(), {**env, "CARGO_AGENT_CONFIG": str(host_file)}),
+        f"static split, N = {k}, -j{max(1, cpus // k)}": (static_split_prefix(work, "wide", k, cpus), env),
+    }
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    brokers: list[dict[str, float]] = []
+    for rep in range(runs):
+        for index, (name, (prefix, run_env)) in enumerate(variants.items()):
+            locks = work / f"storm-locks-{rep}-{index}"
+            rows[name].append(storm(template, work, k, prefix, {**run_env, "CARGO_AGENT_LOCK_DIR": str(locks)},
+                                    f"storm{index}"))
+            brokers += broker_figures(locks)
+    results: dict[str, Any] = {"k": k, "slots": slots, "cpus": cpus, "runs": runs}
+    for name, samples in rows.items():
+        results[name] = {"makespan_seconds_median": round(statistics.median(r["makespan_seconds"] for r in samples), 2),
+                         "makespan_seconds": [r["makespan_seconds"] for r in samples],
+                         "peak_jobs_max": max(r["peak_jobs"] for r in samples),
+                         "exit_codes": [r["exit_codes"] for r in samples],
+                         "wall_seconds": [r["wall_seconds"] for r in samples]}
+    results["broker"] = {"cpu_percent_median": median_row(brokers, "broker_cpu_percent"),
+                         "cpu_percent_max": max((b["broker_cpu_percent"] for b in brokers), default=None),
+                         "polls_per_second_median": median_row(brokers, "polls_per_second")}
     return results
 
 
@@ -278,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, help="a workspace to copy for every build")
     parser.add_argument("--real", action="store_true", help="the real-crate fixture of bench/realcrates.py")
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--runs", type=int)
+    parser.add_argument("--runs", type=int, help="lone builds per variant (default 5, quick 2)")
+    parser.add_argument("--storm-runs", type=int, help="storms per variant (default 3, quick 1)")
     args = parser.parse_args(argv)
     runs = args.runs or (2 if args.quick else 5)
     work = Path(tempfile.mkdtemp(prefix="cargo-agent-bench-cpu-"))
@@ -292,12 +346,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             template = generate(work / "template", members=6 if args.quick else 8)
             fixture = "generated (bench/cpu.py)"
         env = base_env(work)
+        slots, cpus = host_plan(template, work, env)
         results: dict[str, Any] = {
             "machine": {"cores": os.cpu_count(), "load_average_at_start": os.getloadavg(),
                         "date": time.strftime("%Y-%m-%d")},
             "fixture": fixture, "mode": "quick" if args.quick else "full",
-            "lone": lone(template, work, env, runs),
-            "storm": storms(template, work, env, args.k),
+            "lone": lone(template, work, env, runs, slots, cpus),
+            "storm": storms(template, work, env, args.k, args.storm_runs or (1 if args.quick else 3), slots, cpus),
         }
         results["machine"]["load_average_at_end"] = os.getloadavg()
     finally:
@@ -310,21 +365,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def print_table(results: dict[str, Any]) -> None:
     lone_row = results["lone"]
     print(f"fixture: {results['fixture']}; load average {results['machine']['load_average_at_start']}")
-    print(f"lone build: bare {statistics.median(lone_row['bare_seconds']):.2f} s, cargo-agent "
-          f"{statistics.median(lone_row['agent_seconds']):.2f} s (medians of {len(lone_row['bare_seconds'])}): "
-          f"ratio {lone_row['ratio']:.3f}x; broker CPU {lone_row['broker_cpu_percent_median']}% of a core")
-    storm_rows = results["storm"]
-    print(f"storm of {storm_rows['bare cargo']['k']} builds (C = {storm_rows['cpus']} tokens, "
-          f"N = {storm_rows['slots']} slots, static split -j{storm_rows['static_split_jobs']}):")
-    for name, row in storm_rows.items():
-        if not isinstance(row, dict):
-            continue
-        print(f"  {name:32s} makespan {row['makespan_seconds']:7.2f} s  peak jobs {row['peak_jobs']:3d}  "
-              f"walls {row['wall_seconds']}  exits {row['exit_codes']}")
-    brokers = [b for row in storm_rows.values() if isinstance(row, dict) for b in row.get("broker", [])]
-    if brokers:
-        print(f"  broker CPU in the storm: median {median_row(brokers, 'broker_cpu_percent')}% of a core, "
-              f"{median_row(brokers, 'polls_per_second')} polls/s")
+    print(f"lone build, medians of {len(lone_row['seconds']['bare cargo'])} clean builds:")
+    for name, seconds in lone_row["median_seconds"].items():
+        print(f"  {name:34s} {seconds:7.2f} s  {lone_row['ratio_to_bare'][name]:.3f}x bare")
+    print(f"  broker CPU: median {lone_row['broker_cpu_percent_median']}% of a core")
+    rows = results["storm"]
+    print(f"storm of {rows['k']} concurrent clean builds (C = {rows['cpus']} tokens, auto N = {rows['slots']}), "
+          f"medians of {rows['runs']}:")
+    for name, row in rows.items():
+        if isinstance(row, dict) and "makespan_seconds_median" in row:
+            print(f"  {name:34s} makespan {row['makespan_seconds_median']:7.2f} s  peak jobs {row['peak_jobs_max']:3d}"
+                  f"  runs {row['makespan_seconds']}")
+    broker = rows["broker"]
+    print(f"  broker CPU in the storms: median {broker['cpu_percent_median']}%, max {broker['cpu_percent_max']}% "
+          f"of a core, {broker['polls_per_second_median']} polls/s")
 
 
 if __name__ == "__main__":
