@@ -61,12 +61,11 @@ MAKEFLAGS_ENV = "CARGO_MAKEFLAGS"
 
 
 class Pool:
-    __slots__ = ("count", "detected", "formula", "lock_dir", "shared")
+    __slots__ = ("count", "formula", "lock_dir", "shared")
 
-    def __init__(self, lock_dir: Path, count: int, detected: int, formula: str, shared: bool) -> None:
+    def __init__(self, lock_dir: Path, count: int, formula: str, shared: bool) -> None:
         self.lock_dir = lock_dir
         self.count = count  # C: tokens on the host
-        self.detected = detected  # the CPUs this process may use
         self.formula = formula  # how C was found, for --dry-run and --status
         self.shared = shared
 
@@ -80,17 +79,12 @@ def resolve(config: Config, lock_dir: Path, shared: bool) -> Pool:
     detected, how = host.cpus()
     requested = config["cpus"]
     if requested is None:
-        return Pool(lock_dir, detected, detected, how, shared)
+        return Pool(lock_dir, detected, how, shared)
     origin = config.origins.get("cpus", "cpus")
     if requested > detected:
-        return Pool(lock_dir, detected, detected,
+        return Pool(lock_dir, detected,
                     f"{requested} from {origin}, lowered to the {detected} CPUs this host may use ({how})", shared)
-    return Pool(lock_dir, requested, detected, f"{requested} from {origin}", shared)
-
-
-def build_cap(config: Config, pool: Pool) -> int:
-    """The most tokens one build may hold (its implicit one included), before the user's -j."""
-    return max(1, min(int(config["jobs"] or pool.count), pool.count))
+    return Pool(lock_dir, requested, f"{requested} from {origin}", shared)
 
 
 # ---- holding tokens ----------------------------------------------------------------------

@@ -578,11 +578,11 @@ def test_a_killed_holder_frees_its_token_at_once(tmp_path: Path, reap: list[int]
     """Tokens are kernel locks held by the supervising process: SIGKILL frees them."""
     lock_dir = tmp_path / "locks"
     lockdir.prepare(lock_dir, False)
-    pool = tokens.Pool(lock_dir, 2, 2, "test", False)
+    pool = tokens.Pool(lock_dir, 2, "test", False)
     holder = subprocess.Popen(
         [*agent_command()[:1], "-c",
          "import sys, time; from pathlib import Path; from cargo_agent import tokens; "
-         f"p = tokens.Pool(Path({str(lock_dir)!r}), 2, 2, 't', False); t = tokens.Tokens(p); "
+         f"p = tokens.Pool(Path({str(lock_dir)!r}), 2, 't', False); t = tokens.Tokens(p); "
          "assert t.try_take() and t.try_take(); print('held', flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     reap.append(holder.pid)
