@@ -9,7 +9,7 @@ holder's tokens at once. C is the `cpus` setting or the CPUs this process may us
 One build:
 - Before cargo starts, cargo-agent takes one token for cargo's implicit job, waiting for it as
   for a slot. A waiter holds `cpu-wait.lock` shared, so `--status` and every broker see it.
-- cargo gets a private pipe jobserver (`CARGO_MAKEFLAGS`, both fds inherited by cargo only,
+- cargo gets a private pipe jobserver (jobserver.py: `CARGO_MAKEFLAGS`, both fds inherited by cargo only,
   exactly the form cargo hands its own build scripts). With an inherited jobserver cargo ignores
   `-j`, `build.jobs` and `CARGO_BUILD_JOBS`: the pipe alone decides how many jobs run.
 - A broker thread polls the pipe every 15 ms (FIONREAD):
@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from cargo_agent import lockdir
+from cargo_agent import jobserver, lockdir
 
 if TYPE_CHECKING:
     from cargo_agent.config import Config
@@ -57,7 +57,6 @@ POLL_SECONDS = 0.015
 IDLE_SECONDS = 0.06
 WAIT_POLL_SECONDS = 0.005
 PROGRESS_EVERY_SECONDS = 30.0
-MAKEFLAGS_ENV = "CARGO_MAKEFLAGS"
 
 
 class Pool:
@@ -249,44 +248,12 @@ def _held_text(pool: Pool) -> str:
 
 # ---- the jobserver and its broker ----------------------------------------------------
 
-def makeflags(read_fd: int, write_fd: int) -> str:
-    """What cargo itself hands build scripts: both the new and the old spelling, pipe style
-    (GNU make 4.3 rejects the fifo: style)."""
-    return f"-j --jobserver-fds={read_fd},{write_fd} --jobserver-auth={read_fd},{write_fd}"
-
-
-def inherited_jobserver(env: Mapping[str, str]) -> tuple[int, int] | None:
-    """The pipe fds of a jobserver this process inherited, if CARGO_MAKEFLAGS names both ends of
-    one open pipe."""
-    import fcntl
-    import stat
-
-    text = env.get(MAKEFLAGS_ENV) or ""
-    for word in reversed(text.split()):
-        for prefix in ("--jobserver-auth=", "--jobserver-fds="):
-            if word.startswith(prefix):
-                parts = word[len(prefix):].split(",")
-                try:
-                    fds = int(parts[0]), int(parts[1])
-                    ends = [os.fstat(fd) for fd in fds]
-                    modes = [fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE for fd in fds]
-                except (IndexError, ValueError, OSError):
-                    return None
-                # Both ends of one pipe, read and write: not fds that were closed and reused since.
-                if all(stat.S_ISFIFO(e.st_mode) for e in ends) and ends[0].st_ino == ends[1].st_ino \
-                        and modes == [os.O_RDONLY, os.O_WRONLY]:
-                    return fds
-                return None
-    return None
-
-
 class Broker:
     """Lends host tokens to one build's jobserver pipe while cargo runs (a daemon thread)."""
 
-    def __init__(self, tokens: Tokens, read_fd: int, write_fd: int, cap: int) -> None:
+    def __init__(self, tokens: Tokens, pipe: jobserver.Pipe, cap: int) -> None:
         self.tokens = tokens
-        self.read_fd = read_fd  # our own non-blocking open of the pipe's read end
-        self.write_fd = write_fd
+        self.pipe = pipe
         self.cap = cap  # bytes (extra tokens) this build may have
         self.lent = 0  # host tokens behind bytes that are in the pipe or in cargo's hands
         self.peak = 0
@@ -311,20 +278,8 @@ class Broker:
         self.lent = 0
         self.tokens.want(False)
 
-    def _in_pipe(self) -> int:
-        import array
-        import fcntl
-        import termios
-
-        count = array.array("i", [0])
-        fcntl.ioctl(self.read_fd, termios.FIONREAD, count)
-        return count[0]
-
     def _take_back(self, n: int) -> None:
-        try:
-            got = len(os.read(self.read_fd, n)) if n > 0 else 0
-        except (BlockingIOError, InterruptedError):
-            got = 0
+        got = self.pipe.take(n)
         # Bytes beyond what we lent were written by something in the build: dropped, not counted.
         self.lent -= self.tokens.give_back(min(got, self.lent))
 
@@ -338,7 +293,7 @@ class Broker:
     def step(self, now: float) -> None:
         """One poll: lend a token to a dry pipe, or take back what sits unused."""
         self.polls += 1
-        in_pipe = self._in_pipe()
+        in_pipe = self.pipe.waiting()
         if in_pipe == 0:
             self._idle_since = None
             if self.lent >= self.cap or self.tokens.waiters():
@@ -346,7 +301,7 @@ class Broker:
                 return
             if self.tokens.try_take():
                 self.tokens.want(False)
-                os.write(self.write_fd, b"+")
+                self.pipe.put()
                 self.lent += 1
                 self.peak = max(self.peak, self.lent)
             else:
@@ -390,20 +345,18 @@ class BuildCpu:
                 spec.pass_fds = base_fds
         tokens = self.tokens if self.tokens is not None else Tokens(self.pool)
         self.tokens = tokens
-        read_fd, write_fd = os.pipe()
-        mine = os.open(f"/proc/self/fd/{read_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        pipe = jobserver.Pipe()
         implicit = len(tokens.held)
-        broker = Broker(tokens, mine, write_fd, max(0, min(jobs, self.pool.count) - 1))
-        spec.env[MAKEFLAGS_ENV] = makeflags(read_fd, write_fd)
-        spec.pass_fds = (*base_fds, read_fd, write_fd)
+        broker = Broker(tokens, pipe, max(0, min(jobs, self.pool.count) - 1))
+        spec.env[jobserver.MAKEFLAGS_ENV] = pipe.makeflags
+        spec.pass_fds = (*base_fds, *pipe.fds)
         broker.start()
         try:
             return body()
         finally:
             broker.stop()
             spec.pass_fds = base_fds
-            for fd in (read_fd, write_fd, mine):
-                os.close(fd)
+            pipe.close()
             self.peak = max(self.peak, implicit + broker.peak)
             self.broker_cpu_seconds += broker.cpu_seconds
             self.broker_polls += broker.polls
@@ -423,7 +376,7 @@ class BuildCpu:
 def for_build(pool: Pool, nested: bool, env: Mapping[str, str], wait_timeout: float | None) -> BuildCpu:
     """A top-level build takes its implicit token (waiting if need be); a nested one takes none."""
     if nested:
-        inherited = inherited_jobserver(env)
+        inherited = jobserver.inherited(env)
         return BuildCpu(pool, None, inherited, 0.0)
     tokens, waited = acquire_first(pool, wait_timeout)
     return BuildCpu(pool, tokens, None, waited)

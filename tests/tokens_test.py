@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import FAKE_CARGO, RunAgent, agent_command, alive, crate, wait_for, write_tree
 
-from cargo_agent import host, lockdir, tokens
+from cargo_agent import host, jobserver, lockdir, tokens
 
 C = host.cpus()[0]
 HOST_ENV = "X86_64_UNKNOWN_LINUX_GNU"
@@ -558,17 +558,17 @@ def test_inherited_jobserver_is_only_open_pipes(tmp_path: Path) -> None:
     read_fd, write_fd = os.pipe()
     plain = os.open(tmp_path / "plain", os.O_CREAT | os.O_RDWR)
     try:
-        assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": tokens.makeflags(read_fd, write_fd)}) \
+        assert jobserver.inherited({"CARGO_MAKEFLAGS": jobserver.makeflags(read_fd, write_fd)}) \
             == (read_fd, write_fd)
-        assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": f"-j --jobserver-auth={plain},{plain}"}) is None
+        assert jobserver.inherited({"CARGO_MAKEFLAGS": f"-j --jobserver-auth={plain},{plain}"}) is None
         other_read, other_write = os.pipe()
-        assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": f"-j --jobserver-auth={read_fd},{other_write}"}) is None
-        assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": f"-j --jobserver-auth={write_fd},{read_fd}"}) is None
+        assert jobserver.inherited({"CARGO_MAKEFLAGS": f"-j --jobserver-auth={read_fd},{other_write}"}) is None
+        assert jobserver.inherited({"CARGO_MAKEFLAGS": f"-j --jobserver-auth={write_fd},{read_fd}"}) is None
         os.close(other_read)
         os.close(other_write)
-        assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": "-j --jobserver-auth=999,998"}) is None
-        assert tokens.inherited_jobserver({"CARGO_MAKEFLAGS": "-j --jobserver-auth=fifo:/x"}) is None
-        assert tokens.inherited_jobserver({}) is None
+        assert jobserver.inherited({"CARGO_MAKEFLAGS": "-j --jobserver-auth=999,998"}) is None
+        assert jobserver.inherited({"CARGO_MAKEFLAGS": "-j --jobserver-auth=fifo:/x"}) is None
+        assert jobserver.inherited({}) is None
     finally:
         for fd in (read_fd, write_fd, plain):
             os.close(fd)

@@ -267,7 +267,7 @@ def _env(fake_cargo_env: dict[str, str], place: Path, **extra: str) -> dict[str,
 
 HOST_POLICY = {  # strict, yet loose enough for a build to run on this host
     "slots": "1", "mem_high": "99", "mem_kill": "99", "per_build_memory": "4G", "host_reserve": "2G",
-    "jobs": "1", "test_threads": "1", "link_threads": "1", "limit_as": "4G", "limit_as_exempt": "fuzz",
+    "cpus": "2", "jobs": "1", "test_threads": "1", "link_threads": "1", "limit_as": "4G", "limit_as_exempt": "fuzz",
     "timeout": "4s", "kill_grace": "1s", "retries": "0", "wait_timeout": "30s",
     "scoped_subcommands": "test, bench, nextest run", "max_packages": "1",
     "allow_unscoped": "false", "allow_all_targets": "false", "allow_all_features_tests": "false",
