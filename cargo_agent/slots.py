@@ -233,7 +233,7 @@ class Slot:
         """Called while the build runs: when the lock dir was removed or replaced, take a slot in
         the new one (this slot's index if free) and write the holder record there, so that builds
         arriving later count this one. The build's processes keep the old slot's fd."""
-        if self.nested or self.dir_identity is None or self.follow_failed \
+        if self.nested or self.dir_identity is None or self.follow_failed or self.released_at is not None \
                 or lock_dir_identity(self.settings.lock_dir) == self.dir_identity:
             return
         self.meta_path = None  # the record went with the old dir: never delete a file of the new one
