@@ -42,6 +42,8 @@ def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> 
     else:
         config = passthrough.settings_for_non_compiling(env)
     program = env.get(INVOKED_AS_ENV) or "cargo-agent"
+    if location is not None:
+        location.cwd = str(cwd)  # a refusal's fix names the member the caller works in
     decision = policy.evaluate(command, location, config, program)
     if command.configs != command.global_configs:  # --config after the subcommand counts too
         cargo_config = cargoconfig.load(cwd, env, command.configs)
