@@ -130,7 +130,7 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
             time.sleep(supervise.backoff(retries - 1))
     finally:
         slot.release()
-        released_at = phases.released_at or time.time()
+        released_at = slot.released_at or time.time()
     shown = phases.shown_command(env)
     if outcome.timed_out:
         _report_timeout(command, outcome, config, shown)
@@ -167,13 +167,10 @@ class _Phases:
     def __init__(self, command: argv_model.CargoCommand, slot: slots.Slot) -> None:
         self.command = command
         self.slot = slot
-        self.released_at: float | None = None
 
     def program_started(self) -> None:
-        if self.command.resolved != "run" or self.slot.nested or self.released_at is not None:
-            return
-        self.slot.release()
-        self.released_at = time.time()
+        if self.command.resolved == "run":
+            self.slot.release()  # at most once; nothing for a nested run
 
     def shown_command(self, env: dict[str, str]) -> str:
         import shlex
