@@ -185,12 +185,15 @@ def _report_timeout(command: argv_model.CargoCommand, outcome: supervise.Outcome
     running = ", ".join(outcome.running[:6]) or "nothing"
     lines = [f"error: timed out after {limit}; stopped {outcome.stopped} processes of `{shown}` "
              f"(running: {running})"]
-    if command.resolved in ("test", "bench", "nextest run") and outcome.program_started:
+    if command.resolved == "run" and outcome.program_started:
+        lines.append("help: the program started by `run` counts against the timeout too: for a long-running "
+                     "program set CARGO_AGENT_TIMEOUT=none (or higher than " + limit + ")")
+    elif command.resolved in ("test", "bench", "nextest run") and outcome.program_started:
         lines.append("help: a test did not finish: run the slow one alone with `-- <test name> --nocapture` "
                      "and fix or skip it")
+        lines.append("help: do not retry unchanged: the same command will time out again")
     else:
         lines.append("help: if the build needs longer, set CARGO_AGENT_TIMEOUT above " + limit)
-    lines.append("help: do not retry unchanged: the same command will time out again")
     sys.stderr.write("\n".join(lines) + "\n")
 
 
