@@ -898,7 +898,7 @@ class _Supervisor:
         self.report(f"G{proc.pid}")
         self.cargo_exes = {self._exe(proc.pid), "cargo", "rustup"}
         started = time.monotonic()
-        last_tick = 0.0
+        last_tick = started  # the first tick after TICK_SECONDS: a quick build never loads psutil
         warned = False
         while True:
             try:
