@@ -213,6 +213,9 @@ def test_sigstop_of_the_wrapper_freezes_the_build_and_sigcont_continues_it(
     reap.extend(pids)
     proc.send_signal(signal.SIGSTOP)  # a harness freezing its command
     wait_for(lambda: all(_state(pid) == "T" for pid in pids), 10)
+    status = subprocess.run(agent_command("--status", "--json"), cwd=virtual_ws, env=fake_cargo_env,
+                            capture_output=True, text=True)
+    assert [h["stopped"] for h in json.loads(status.stdout)["holders"]] == [True]
     proc.send_signal(signal.SIGCONT)
     wait_for(lambda: all(_state(pid) in ("S", "R") for pid in pids), 10)
     proc.send_signal(signal.SIGTERM)
