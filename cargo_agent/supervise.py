@@ -121,7 +121,10 @@ class Outcome:
 
 
 def format_duration(seconds: float) -> str:
-    """`2s`, `1m05s`, `1h02m05s`: whole seconds, no leading zero unit."""
+    """`2s`, `1m05s`, `1h02m05s`: whole seconds, no leading zero unit; `?` for no real duration
+    (a record of the lock dir may hold anything)."""
+    if not 0 <= seconds < 1e12:
+        return "?"
     whole = round(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
@@ -278,7 +281,8 @@ def _reap(keep: int | None = None) -> None:
                 pass
 
 
-def _proc_state(pid: int) -> str:
+def proc_state(pid: int) -> str:
+    """A process's state letter from /proc (`T` stopped, `Z` zombie, ...); `?` if unknown."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0]
@@ -1002,7 +1006,7 @@ class _Supervisor:
     def _follow_wrapper(self) -> None:
         """A wrapper stopped by SIGSTOP (its whole group frozen by a harness) freezes the build;
         when it is continued, so is the build."""
-        stopped = _proc_state(self.wrapper) in ("T", "t")
+        stopped = proc_state(self.wrapper) in ("T", "t")
         if stopped and not self.frozen:
             self._freeze()
             self.auto_frozen = True

@@ -376,13 +376,13 @@ def test_a_build_whose_wrapper_died_still_counts_after_the_lock_dir_is_removed(
     env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
     lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
     log = Path(env["FAKE_LOG"])
-    worker = tmp_path / "worker.pid"
+    worker, cargo = tmp_path / "worker.pid", tmp_path / "cargo.pid"
     holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL, env={
-        **env, "FAKE_TAG": "holder", "FAKE_SLEEP": "300",
+        **env, "FAKE_TAG": "holder", "FAKE_SLEEP": "300", "FAKE_PIDFILE": str(cargo),
         "FAKE_SPAWN": f"sh -c 'echo $$ > {worker}; exec sleep 300'"})
     wait_for(lambda: worker.exists() and worker.read_text().strip() != "")
-    worker_pid = int(worker.read_text())
-    reap.append(worker_pid)
+    worker_pid, cargo_pid = int(worker.read_text()), int(cargo.read_text())
+    reap.extend([worker_pid, cargo_pid])
     waiter = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL,
                               env={**env, "FAKE_TAG": "waiter"})
     later = None
@@ -396,8 +396,9 @@ def test_a_build_whose_wrapper_died_still_counts_after_the_lock_dir_is_removed(
         wait_for(lambda: _arrived(lock_dir, later.pid))
         time.sleep(1.0)  # several head polls and supervisor ticks: nothing may start meanwhile
         assert [tag for kind, tag, _ in _events(log) if kind == "start"] == ["holder"]
-        assert alive(worker_pid)
-        os.kill(worker_pid, signal.SIGKILL)
+        assert alive(worker_pid) and alive(cargo_pid)
+        for pid in (worker_pid, cargo_pid):  # the build's last processes end
+            os.kill(pid, signal.SIGKILL)
         assert waiter.wait(60) == 0 and later.wait(60) == 0
         starts = [tag for kind, tag, _ in sorted(_events(log), key=lambda e: e[2]) if kind == "start"]
         assert starts == ["holder", "waiter", "later"]

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from cargo_agent import config, host, lockdir, report, slots
-from cargo_agent.supervise import format_duration, format_size
+from cargo_agent.supervise import format_duration, format_size, proc_state
 
 
 def _processes_holding(path: str) -> list[dict[str, object]]:
@@ -68,13 +68,7 @@ def _holder_data(holder: slots.Holder, settings: slots.SlotSettings, now: float)
 
 
 def _waiter_data(entry: slots.Holder, now: float) -> dict[str, object]:
-    state = "?"
-    if entry.pid is not None:
-        try:
-            with open(f"/proc/{entry.pid}/stat") as handle:
-                state = handle.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            pass
+    state = proc_state(entry.pid) if entry.pid is not None else "?"
     return {**entry.as_json(), "waiting_seconds": slots.age(entry.queued, now),
             "stopped": slots.is_stale(entry, now) or state in ("T", "t")}
 
