@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -183,6 +184,61 @@ def handoff(count: int, env: dict[str, str], venv: Path, work: Path) -> dict[str
     return results
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def _has_ticket(lock_dir: Path, pid: int) -> bool:
+    return any(p.name.endswith(f"-{pid}.ticket") for p in (lock_dir / "queue").glob("*.ticket"))
+
+
+def waiting_cost(env: dict[str, str], venv: Path, work: Path, seconds: float = 10.0) -> dict[str, Any]:
+    """What waiting costs: CPU (share of one core) and threads of the head waiter and of one
+    behind it, over `seconds` of waiting on 1 busy slot; then how long the queue takes to skip a
+    SIGSTOPped head once the slot is free."""
+    lock_dir = work / "waiting-locks"
+    run_env = {**env, "CARGO_AGENT_CARGO": str(FAKE), "CARGO_AGENT_SLOTS": "1", "CARGO_AGENT_LOCK_DIR": str(lock_dir),
+               "FAKE_LOG": str(work / "waiting.log")}
+    agent = [str(venv / "bin" / "cargo-agent"), "build", "-p", "alpha"]
+    holder = subprocess.Popen(agent, cwd=DEMO, env={**run_env, "FAKE_SLEEP": str(seconds + 4)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (work / "waiting.log").exists():
+        time.sleep(0.02)
+    waiters = []
+    for _ in range(2):
+        waiters.append(subprocess.Popen(agent, cwd=DEMO, env={**run_env, "FAKE_SLEEP": "0"},
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        while not _has_ticket(lock_dir, waiters[-1].pid):
+            time.sleep(0.02)
+    time.sleep(1.0)  # past start-up
+    before = [_cpu_seconds(w.pid) for w in waiters]
+    threads = [[_threads(w.pid) for w in waiters]]
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        time.sleep(1.0)
+        threads.append([_threads(w.pid) for w in waiters])
+    span = time.monotonic() - start
+    cpu = [(_cpu_seconds(w.pid) - b) / span for w, b in zip(waiters, before, strict=True)]
+    # The head stops; the slot frees: how long until the waiter behind it is admitted?
+    waiters[0].send_signal(signal.SIGSTOP)
+    holder.kill()
+    freed = time.monotonic()
+    waiters[1].wait()
+    skip = time.monotonic() - freed
+    waiters[0].send_signal(signal.SIGCONT)
+    waiters[0].wait()
+    holder.wait()
+    return {"head_cpu_share": cpu[0], "behind_cpu_share": cpu[1], "threads_seen": sorted({t for row in threads
+                                                                                          for t in row}),
+            "seconds": span, "stopped_head_skipped_after": skip}
+
+
 def makespan(env: dict[str, str], venv: Path, work: Path, slots: int = 2) -> dict[str, Any]:
     """16 jobs of known, varied length on N slots: wall time from the first queue entry to the last
     release, against the ideal max(sum / N, longest job)."""
@@ -298,6 +354,7 @@ SECTIONS: dict[str, tuple[bool, Callable[[dict[str, Any]], Any]]] = {
     "imports_us": (True, lambda ctx: import_breakdown(ctx["venv"])),
     "handoff": (True, lambda ctx: handoff(8 if ctx["quick"] else 16, ctx["env"], ctx["venv"], ctx["work"])),
     "makespan": (True, lambda ctx: makespan(ctx["env"], ctx["venv"], ctx["work"])),
+    "waiting": (True, lambda ctx: waiting_cost(ctx["env"], ctx["venv"], ctx["work"])),
     "wrapper_rss_bytes": (True, lambda ctx: wrapper_rss(ctx["env"], ctx["venv"], ctx["work"])),
     "build_storm": (True, lambda ctx: build_storm(ctx["env"], ctx["venv"], ctx["work"], 3 if ctx["quick"] else 6)),
     "storm": (True, lambda ctx: real_storm(ctx["env"], ctx["venv"], ctx["work"], ctx["quick"])),
@@ -435,12 +492,20 @@ def _print_compiling_path(section: dict[str, Any]) -> None:
           f"{section['ratio']:.2f}x")
 
 
+def _print_waiting(w: dict[str, Any]) -> None:
+    print(f"\nwaiting on a busy slot for {w['seconds']:.0f} s: head waiter "
+          f"{w['head_cpu_share'] * 100:.2f} % of a core, the one behind it {w['behind_cpu_share'] * 100:.2f} %, "
+          f"threads seen {w['threads_seen']}; a SIGSTOPped head is skipped "
+          f"{w['stopped_head_skipped_after']:.2f} s after the slot frees")
+
+
 def print_table(results: dict[str, Any], names: list[str]) -> None:
     printers: dict[str, Callable[[Any], None]] = {
         "passthrough": _print_passthrough,
         "compiling_path": _print_compiling_path,
         "handoff": _print_handoff,
         "makespan": _print_makespan,
+        "waiting": _print_waiting,
         "build_storm": _print_build_storm,
         "wrapper_rss_bytes": lambda v: print(f"\nwrapper RSS while holding a slot: {v / (1 << 20):.1f} MiB"),
         "imports_us": lambda v: print("imports of `cargo-agent version` (us, self):", v),
@@ -448,8 +513,8 @@ def print_table(results: dict[str, Any], names: list[str]) -> None:
         "machine": lambda v: print(f"machine: {v['cores']} cores, {v['cargo']}, Python {v['python']}, "
                                    f"{results['mode']} mode"),
     }
-    for name in ("machine", "passthrough", "compiling_path", "handoff", "makespan", "build_storm", "wrapper_rss_bytes",
-                 "imports_us", "storm"):
+    for name in ("machine", "passthrough", "compiling_path", "handoff", "makespan", "waiting", "build_storm",
+                 "wrapper_rss_bytes", "imports_us", "storm"):
         if name in names:
             printers[name](results[name])
 

@@ -42,6 +42,8 @@ def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> 
     else:
         config = passthrough.settings_for_non_compiling(env)
     program = env.get(INVOKED_AS_ENV) or "cargo-agent"
+    if location is not None:
+        location.cwd = str(cwd)  # a refusal's fix names the member the caller works in
     decision = policy.evaluate(command, location, config, program)
     if command.configs != command.global_configs:  # --config after the subcommand counts too
         cargo_config = cargoconfig.load(cwd, env, command.configs)
@@ -54,8 +56,14 @@ def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dr
     decided = decide(command, cwd, env)
     command, cargo_config, location, config, decision = (
         decided.command, decided.cargo_config, decided.location, decided.config, decided.decision)
-    if not command.compiles and not dry_run:
-        return passthrough.exec_cargo(command, cwd_text, env, passthrough.find_cargo(env, config["cargo"]))
+    if not command.compiles:
+        cargo = passthrough.find_cargo(env, config["cargo"])
+        if not dry_run:
+            return passthrough.exec_cargo(command, cwd_text, env, cargo)
+        from cargo_agent.commands import plan
+
+        plan.show_passthrough(command, passthrough.pin(command, cwd_text, dict(env)), cargo, as_json)
+        return 0
     if not decision.allowed and not dry_run:
         raise decision.error()
     if not dry_run:  # --dry-run shows every clamp in its settings section
@@ -104,33 +112,41 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
     guard = _memory_guard(slot_settings, env) if slot_settings.mem_kill and not slot.nested else None
     guard = slots.watching(slot, guard)  # also follows a lock dir that is removed or replaced
     cpu = None
+    phases = _Phases(command, slot)
     try:
-        cpu = tokens.for_build(pool, slot.nested, env, slot_settings.wait_timeout)  # CPU tokens: tokens.py
+        cpu = phases.cpu = tokens.for_build(pool, slot.nested, env, slot_settings.wait_timeout)  # tokens.py
         while True:
-            outcome = cpu.run(spec, shaped.jobs, lambda: supervise.run_once(spec, guard))
-            failure = None
-            if outcome.exit_code not in (0,) and not outcome.timed_out and outcome.signalled is None \
-                    and not outcome.memory_killed:
-                failure = supervise.transient_failure(outcome.stderr_tail)
-            if failure is None or retries >= config["retries"]:
+            try:
+                outcome = cpu.run(spec, shaped.jobs,
+                                  lambda: supervise.run_once(spec, guard, phases.program_started))
+            except supervise.SupervisorError as err:
+                from cargo_agent.errors import UsageError
+
+                raise UsageError(str(err)) from None
+            signature = supervise.retryable(outcome, command.resolved)
+            if signature is None or retries >= config["retries"]:
                 break
             retries += 1
             shaped = shaped.with_jobs(max(1, shaped.jobs // 2))
             spec.argv, spec.env = shaped.argv, shaped.env
-            sys.stderr.write(f"warning: cargo-agent: transient resource failure ({failure[:120]}); "
+            sys.stderr.write(f"warning: cargo-agent: transient resource failure ({signature[:120]}); "
                              f"retrying with --jobs {shaped.jobs} (retry {retries} of {config['retries']})\n")
             time.sleep(supervise.backoff(retries - 1))
     finally:
         if cpu is not None:
             cpu.release()
         slot.release()
-        released_at = time.time()
+        released_at = slot.released_at or time.time()
+    shown = phases.shown_command(env)
     if outcome.timed_out:
-        sys.stderr.write(f"error: timed out after {supervise.format_duration(config['timeout'])}; "
-                         f"stopped {outcome.stopped} processes\n")
+        _report_timeout(command, outcome, config, shown)
     elif outcome.memory_killed:
+        running = f"; it was running {', '.join(outcome.running[:6])}" if outcome.running else ""
         sys.stderr.write(f"error: stopped by cargo-agent: host memory stayed above mem_kill "
-                         f"{slot_settings.mem_kill:g}% and this was the most recently admitted build\n")
+                         f"{slot_settings.mem_kill:g}% and this was the most recently admitted build "
+                         f"(`{shown}`{running})\n"
+                         "help: retry later; your build was not at fault\n"
+                         "help: `cargo-agent --status` shows the builds holding the host's memory\n")
     hint = supervise.oom_hint(outcome, spec)
     if hint:
         sys.stderr.write(hint + "\n")
@@ -141,12 +157,55 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
         "timed_out": outcome.timed_out, "pid": os.getpid(),
         "queued_at": slot.queued_at, "admitted_at": slot.admitted_at, "released_at": released_at,
         **(cpu.record() if cpu is not None else {}),
+        "program_started": outcome.program_started,
     }
     if slot.in_its_lock_dir():  # not into whatever replaced a lock dir this build could not follow
         report.append(slot_settings.lock_dir, record, slot_settings.shared)
     if config["report"]:
         sys.stderr.write(report.summary(record) + "\n")
     return outcome.exit_code
+
+
+class _Phases:
+    """Which phase holds what. Build: the slot (and CPU tokens). Test run: still the slot, as
+    tests use the cores and doctests compile. Run: once cargo starts the program, the slot is
+    given back, and so are the CPU tokens; the program stays supervised (signals, timeout, no
+    orphans)."""
+
+    def __init__(self, command: argv_model.CargoCommand, slot: slots.Slot) -> None:
+        self.command = command
+        self.slot = slot
+        self.cpu: tokens.BuildCpu | None = None
+
+    def program_started(self) -> None:
+        if self.command.resolved == "run":
+            if self.cpu is not None:
+                self.cpu.give_back()
+            self.slot.release()  # at most once; nothing for a nested run
+
+    def shown_command(self, env: dict[str, str]) -> str:
+        import shlex
+
+        program = env.get(INVOKED_AS_ENV) or "cargo-agent"
+        return shlex.join([program, *self.command.tokens])
+
+
+def _report_timeout(command: argv_model.CargoCommand, outcome: supervise.Outcome, config: settings.Config,
+                    shown: str) -> None:
+    limit = supervise.format_duration(config["timeout"] or 0)
+    running = ", ".join(outcome.running[:6]) or "nothing"
+    lines = [f"error: timed out after {limit}; stopped {outcome.stopped} processes of `{shown}` "
+             f"(running: {running})"]
+    if command.resolved == "run" and outcome.program_started:
+        lines.append("help: the program started by `run` counts against the timeout too: for a long-running "
+                     "program set CARGO_AGENT_TIMEOUT=none (or higher than " + limit + ")")
+    elif command.resolved in ("test", "bench", "nextest run") and outcome.program_started:
+        lines.append("help: a test did not finish: run the slow one alone with `-- <test name> --nocapture` "
+                     "and fix or skip it")
+        lines.append("help: do not retry unchanged: the same command will time out again")
+    else:
+        lines.append("help: if the build needs longer, set CARGO_AGENT_TIMEOUT above " + limit)
+    sys.stderr.write("\n".join(lines) + "\n")
 
 
 def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str]) -> Callable[[], bool]:

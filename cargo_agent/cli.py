@@ -96,6 +96,10 @@ def run(args: list[str], env: dict[str, str]) -> int:
     _enter(env)
     if args[:1] == ["agent"]:  # `cargo agent ...` runs us as `cargo-agent agent ...`
         args = args[1:]
+        explicit = cargo_plus_toolchain(env)
+        own, rest = split_own_options(args)
+        if explicit and rest and not rest[0].startswith("+"):
+            args = [*own, "+" + explicit, *rest]
     own, rest = split_own_options(args)
     options = None
     if own:
@@ -145,6 +149,17 @@ def help_with_a_note(command: argv_model.CargoCommand, cwd: str, env: dict[str, 
         sys.stderr.write("note: cargo-agent's own options (--dry-run, --status, --doctor, ...): "
                          "cargo-agent --agent-help\n")
     return code
+
+
+def cargo_plus_toolchain(env: dict[str, str]) -> str | None:
+    """The toolchain of `cargo +nightly agent ...`. rustup's proxy takes the `+nightly` off the
+    command line and hands it on as RUSTUP_TOOLCHAIN with RUSTUP_TOOLCHAIN_SOURCE=cli; it then
+    counts as an explicit `+toolchain` (which beats a rust-toolchain file), unlike a
+    RUSTUP_TOOLCHAIN merely inherited from the environment."""
+    if env.get("RUSTUP_TOOLCHAIN_SOURCE") != "cli":
+        return None
+    name = env.get("RUSTUP_TOOLCHAIN", "")
+    return name if name and not any(c.isspace() or c in "/\\" for c in name) else None
 
 
 def surely_compiles_nothing(command: argv_model.CargoCommand) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 EXIT_USAGE = 2  # refused by policy, or bad input (option, env var, config, file)
 EXIT_SLOT_WAIT_TIMEOUT = 75  # EX_TEMPFAIL: gave up waiting for a build slot or a CPU token
 EXIT_TIMEOUT = 124  # like timeout(1)
-EXIT_CARGO_NOT_FOUND = 127  # like a shell's "command not found"
+EXIT_CARGO_NOT_FOUND = 127  # like a shell's "command not found" (cargo or rustc)
 EXIT_SIGNAL_BASE = 128  # killed by signal N -> 128 + N
 
 EXIT_CODES: tuple[tuple[str, str], ...] = (
@@ -19,7 +19,7 @@ EXIT_CODES: tuple[tuple[str, str], ...] = (
     ("2", "refused by a policy rule, or bad input (option, env var, config value, file)"),
     ("75", "gave up waiting for a build slot or a CPU token (`CARGO_AGENT_WAIT_TIMEOUT`)"),
     ("124", "the build ran past `CARGO_AGENT_TIMEOUT` and was stopped"),
-    ("127", "no real cargo found (`CARGO_AGENT_CARGO`, PATH)"),
+    ("127", "no real cargo or rustc found (`CARGO_AGENT_CARGO`, `RUSTC`, PATH)"),
     ("128+N", "cargo (or cargo-agent while waiting) was killed by signal N; 130 for Ctrl-C"),
 )
 

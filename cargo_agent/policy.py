@@ -23,7 +23,7 @@ from cargo_agent.argv import CargoCommand, Option, ParsedArgs, parse_args
 from cargo_agent.config import Config
 from cargo_agent.errors import RefusedError
 from cargo_agent.locations import DEFAULT_HOST_CONFIG
-from cargo_agent.workspace import Location, Selection, is_glob, selection, spec_name
+from cargo_agent.workspace import Location, Selection, focus_members, is_glob, selection, spec_name
 
 
 class Rule:
@@ -75,6 +75,7 @@ SPELLED_OUT_ALL_TARGETS = tuple(flag for flag, _ in TARGET_KINDS)
 # Subcommands whose fix for all-targets keeps the unit tests (`--lib`).
 _TEST_RUNS = ("test", "bench", "nextest run", "nextest list", "nextest archive", "miri test")
 _SELECTION_OPTIONS = frozenset({"--workspace", "--all", "--exclude", "--package"})
+PLACEHOLDER = "<package>"  # in a fix when nothing tells which package the caller works on
 _SHOWN_MEMBERS = 4
 _SHOWN_SELECTED = 8
 
@@ -89,11 +90,11 @@ class Violation:
 
 
 class Decision:
-    __slots__ = ("allowed", "fix", "locked_by", "max_locked", "members", "reason", "rule", "selected")
+    __slots__ = ("allowed", "also", "fix", "locked_by", "max_locked", "members", "reason", "rule", "selected")
 
     def __init__(self, allowed: bool, rule: str | None = None, reason: str = "", fix: str | None = None,
                  members: list[str] | None = None, selected: list[str] | None = None,
-                 locked_by: str | None = None, max_locked: bool = False) -> None:
+                 locked_by: str | None = None, max_locked: bool = False, also: list[str] | None = None) -> None:
         self.allowed = allowed
         self.rule = rule
         self.reason = reason
@@ -102,6 +103,7 @@ class Decision:
         self.selected = selected or []  # the packages the command selects (unscoped-test)
         self.locked_by = locked_by  # the host file keeps the rule on: no lower override would work
         self.max_locked = max_locked  # the host file sets max_packages: no lower layer may raise it
+        self.also = also or []  # members the caller also changed, beyond what one fix may name
 
     def error(self) -> RefusedError:
         assert self.rule is not None
@@ -109,6 +111,9 @@ class Decision:
         help_lines = []
         if self.fix:
             help_lines.append(f"help: run instead: {self.fix}")
+        if self.also:
+            help_lines.append(f"help: you also changed {', '.join(self.also)}: test each the same way, with its "
+                              "own -p")
         if self.members:
             shown = ", ".join(self.members[:_SHOWN_MEMBERS])
             more = len(self.members) - _SHOWN_MEMBERS
@@ -233,7 +238,7 @@ def _shell_join(tokens: list[str]) -> str:
     return " ".join(shlex.quote(t) for t in tokens)
 
 
-def _fixed_args(command: CargoCommand, active: list[Violation]) -> list[str]:
+def _fixed_args(command: CargoCommand, active: list[Violation], picked: list[str] | None = None) -> list[str]:
     """The command's expanded args with each active violation fixed; the result passes the gate."""
     resolved = command.resolved or ""
     args = list(command.expanded_args)
@@ -252,7 +257,7 @@ def _fixed_args(command: CargoCommand, active: list[Violation]) -> list[str]:
         words = len(resolved.split()) - 1
         positionals = parse_args(args).positionals
         at = args.index(positionals[words - 1]) + 1 if words and len(positionals) >= words else 0
-        args[at:at] = ["-p", violation.chosen.packages[0]]
+        args[at:at] = [arg for name in picked or [PLACEHOLDER] for arg in ("-p", name)]
     return args
 
 
@@ -265,10 +270,14 @@ def evaluate(command: CargoCommand, location: Location | None, config: Config,
     first = active[0]
     prefix = command.tokens[:command.subcommand_index or 0]
     trailing = ["--", *command.trailing] if command.trailing is not None else []
+    # unscoped-test: name the packages the caller works on (cwd, else git changes), else a placeholder.
+    chosen = next((v.chosen for v in active if v.rule.name == "unscoped-test" and v.chosen), None)
+    focus = [n for n in focus_members(location) if n in chosen.packages] if chosen and location else []
+    picked, also = focus[:config["max_packages"]], focus[config["max_packages"]:]
     fix = _shell_join([program, *prefix, *command.alias_globals, command.expanded[0],
-                       *_fixed_args(command, active), *trailing])
+                       *_fixed_args(command, active, picked), *trailing]).replace(f"'{PLACEHOLDER}'", PLACEHOLDER)
     reason = f"{first.detail}: {first.rule.reason}"
     packages = first.chosen.packages if first.chosen is not None else []
     members = location.workspace.member_names if location is not None and first.chosen is not None else []
     return Decision(False, first.rule.name, reason, fix, members, packages,
-                    config.host_forbids(first.rule.setting), "max_packages" in config.host)
+                    config.host_forbids(first.rule.setting), "max_packages" in config.host, also)

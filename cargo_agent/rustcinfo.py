@@ -63,8 +63,18 @@ def _cached(env: Mapping[str, str], key: str, compute: list[str]) -> str:
         return str(cache[key])
     try:
         result = subprocess.run(compute, env=dict(env), capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise UsageError(f"cannot run `{' '.join(compute)}`: {err}") from None
+    except FileNotFoundError:
+        from cargo_agent.errors import CargoNotFoundError
+
+        fix = ("install Rust with rustup (https://rustup.rs), or set RUSTC to the rustc executable",)
+        if env.get("RUSTC"):
+            raise CargoNotFoundError(f"cannot find rustc: RUSTC is set to '{compute[0]}', which does not exist",
+                                     help=fix) from None
+        raise CargoNotFoundError("cannot find rustc on PATH", help=fix) from None
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"cannot run `{' '.join(compute)}`: it did not answer within 60s") from None
+    except OSError as err:
+        raise UsageError(f"cannot run `{' '.join(compute)}`: {(err.strerror or str(err)).lower()}") from None
     if result.returncode != 0:
         first = (result.stderr.strip().splitlines() or ["no output"])[0]
         raise UsageError(f"`{' '.join(compute)}` failed: {first}")

@@ -13,9 +13,17 @@ process of the build (so that a SIGKILLed wrapper's build still holds its slot u
 last process exits), waiters must block in the kernel instead of polling, and lock files
 must be opened without following symlinks. filelock offers none of the three.
 
-Handoff: each waiter blocks in the kernel on its predecessor's ticket; only the head of the
-queue polls the slots (every 2 ms), so a freed slot goes to the oldest waiter within a few
-milliseconds. A dead waiter's ticket is unlocked by the kernel and skipped.
+Waiting costs nothing and never stalls:
+- every waiter blocks in select() on an inotify fd, no thread and no polling: the queue dir
+  wakes it when a ticket ahead leaves or its waiter dies (IN_DELETE, IN_CLOSE_WRITE), and, once
+  it is the head, each slot's lock file wakes it when a holder lets go (IN_CLOSE: a release ends
+  with a close of the lock file);
+- every waiter touches its ticket every HEARTBEAT_SECONDS. A ticket left untouched for
+  STALE_SECONDS belongs to a stopped waiter (Ctrl-Z, SIGSTOP, a frozen container): the waiters
+  behind it skip it. When it resumes it touches its ticket again and waits in its old place; a
+  dead waiter's ticket is unlocked by the kernel and removed.
+Without inotify (a user's inotify instances used up) a waiter polls instead: the head every
+FALLBACK_POLL_SECONDS, the others at the heartbeat.
 
 A lock dir deleted under us (an operator, a tmp cleaner): waiters and holders compare the dir's
 (st_dev, st_ino) with the one they locked in, and move to the new dir without losing count or
@@ -27,9 +35,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import stat
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +48,10 @@ from cargo_agent.config import Config
 from cargo_agent.errors import SlotWaitTimeoutError, UsageError
 
 SLOT_ENV = "CARGO_AGENT_SLOT"
-HEAD_POLL_SECONDS = 0.002
+HEARTBEAT_SECONDS = 0.25  # a waiter touches its ticket this often
+STALE_SECONDS = 1.2  # a ticket untouched this long belongs to a stopped waiter: skipped
+FALLBACK_POLL_SECONDS = 0.01  # the head's poll when inotify is not available
+_DEFERRED = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})  # while a ticket changes hands
 PROGRESS_EVERY_SECONDS = 30.0
 
 
@@ -127,7 +138,8 @@ class Holder:
     hold anything: a field of the wrong type reads as missing, a file that is not a JSON object
     reads as empty, and either is `malformed` (reported by --doctor, ignored everywhere else)."""
 
-    __slots__ = ("admitted", "command", "cwd", "malformed", "pid", "queued", "seq", "slot", "user")
+    __slots__ = ("admitted", "command", "cwd", "heartbeat", "malformed", "pid", "queued", "seq", "slot", "usable",
+                 "user")
 
     def __init__(self, data: object = None, malformed: bool = False) -> None:
         fields = data if isinstance(data, dict) else {}
@@ -141,6 +153,8 @@ class Holder:
         self.command = [w for w in command if isinstance(w, str)] if isinstance(command, list) else []
         self.admitted = _number(fields.get("admitted"))
         self.queued = _number(fields.get("queued"))
+        self.usable = _whole(fields.get("usable"))  # a waiter: how many of the host's slots it may use
+        self.heartbeat: float | None = None  # a waiter: when it last touched its ticket (its mtime)
         wrong_type = any(fields.get(name) is not None and getattr(self, name) is None
                          for name in ("pid", "slot", "seq", "user", "cwd", "admitted", "queued"))
         if wrong_type or (command is not None and (not isinstance(command, list) or len(self.command) != len(command))):
@@ -186,6 +200,7 @@ class Slot:
     record: dict[str, object] | None = None  # what meta_path holds
     followed_fds: list[int] = field(default_factory=list)  # slots taken in a replacement lock dir
     follow_failed: bool = False
+    released_at: float | None = None  # when release() let go of the lock
 
     def env_value(self) -> str:
         return f"{self.path}:{self.fd}:{os.getpid()}"
@@ -195,19 +210,30 @@ class Slot:
         return self.dir_identity is None or lock_dir_identity(self.settings.lock_dir) == self.dir_identity
 
     def release(self) -> None:
-        if self.nested:
+        """Give the slot back (at most once). The unlock comes before the close, so the head of
+        the queue, woken by the close, finds the lock free; the lock file is then opened and
+        closed once more, which wakes the head even when the build still holds copies of the fd
+        (`run`, whose program keeps running)."""
+        if self.nested or self.released_at is not None:
             return
         if self.meta_path is not None and self.in_its_lock_dir():
             lockdir.remove(self.meta_path)  # before the unlock, so we never delete the next holder's file
-        for fd in self.followed_fds:
-            os.close(fd)
-        os.close(self.fd)
+        self.released_at = time.time()
+        for fd in [*self.followed_fds, self.fd]:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        try:
+            os.close(lockdir.open_lock(self.path, self.settings.shared))
+        except (OSError, UsageError):
+            pass
 
     def follow_lock_dir(self) -> None:
         """Called while the build runs: when the lock dir was removed or replaced, take a slot in
         the new one (this slot's index if free) and write the holder record there, so that builds
         arriving later count this one. The build's processes keep the old slot's fd."""
-        if self.nested or self.dir_identity is None or self.follow_failed \
+        if self.nested or self.dir_identity is None or self.follow_failed or self.released_at is not None \
                 or lock_dir_identity(self.settings.lock_dir) == self.dir_identity:
             return
         self.meta_path = None  # the record went with the old dir: never delete a file of the new one
@@ -419,9 +445,11 @@ class Ticket:
     seq: int
     fd: int
     path: Path
+    queued: float  # wall clock, taken under the queue mutex: tickets' order is this order
 
 
 def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
+    """A new ticket at the end of the queue (called with interrupts deferred, see `acquire`)."""
     queue = settings.lock_dir / "queue"
     lockdir.make_dir(queue, settings.shared)
     mutex = lockdir.open_lock(settings.lock_dir / "queue.lock", settings.shared)
@@ -441,13 +469,14 @@ def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
         lockdir.remove(path)  # a leftover of a dead waiter with our pid, or a plant: never reused
         fd = lockdir.open_file(path, os.O_RDWR, lockdir.file_mode(settings.shared), exclusive=True)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        queued = time.time()
         try:
-            lockdir.write_fd(fd, json.dumps({**meta, "queued": time.time()}).encode(), path)
+            lockdir.write_fd(fd, json.dumps({**meta, "queued": queued}).encode(), path)
         except UsageError:
             lockdir.remove(path)
             os.close(fd)
             raise
-        return Ticket(seq, fd, path)
+        return Ticket(seq, fd, path, queued)
     finally:
         os.close(mutex)
 
@@ -464,21 +493,36 @@ def _tickets(settings: SlotSettings) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _live_predecessor(settings: SlotSettings, ticket: Ticket) -> tuple[int, int] | None:
-    """(fd, seq) of the nearest live ticket ahead of ours; dead tickets are removed."""
-    ahead = [(seq, path) for seq, path in _tickets(settings) if seq < ticket.seq]
-    for seq, path in reversed(ahead):
+def _heartbeat(ticket: Ticket) -> None:
+    try:
+        os.utime(ticket.fd)
+    except OSError:
+        pass
+
+
+def _ahead(settings: SlotSettings, ticket: Ticket) -> tuple[int, int] | None:
+    """(seq, an open fd) of the nearest ticket ahead of ours whose waiter is alive and not
+    stopped, or None when we are the head. Dead waiters' tickets are removed; stopped ones are
+    only skipped."""
+    now = time.time()
+    for seq, path in reversed([t for t in _tickets(settings) if t[0] < ticket.seq]):
         try:
             fd = lockdir.open_file(path, lockdir.READ, 0, create=False)
         except (OSError, UsageError):
             continue
         if lockdir.try_lock(fd, shared=True):
-            # Its owner is gone (tickets are locked before the queue mutex is released).
-            lockdir.remove(path)
+            lockdir.remove(path)  # its owner is gone (tickets are locked before the mutex is released)
             os.close(fd)
             continue
-        return fd, seq
+        if now - os.fstat(fd).st_mtime <= STALE_SECONDS:
+            return seq, fd
+        os.close(fd)
     return None
+
+
+def _left(fd: int) -> bool:
+    """The waiter of this ticket (held open) let go of it, died, or is stopped."""
+    return lockdir.try_lock(fd, shared=True) or time.time() - os.fstat(fd).st_mtime > STALE_SECONDS
 
 
 def _position(settings: SlotSettings, ticket: Ticket) -> int:
@@ -511,8 +555,88 @@ def queue_entries(settings: SlotSettings) -> list[Holder]:
             continue
         entry = Holder.read(path)
         entry.seq = seq
+        try:
+            entry.heartbeat = os.stat(path, follow_symlinks=False).st_mtime
+        except OSError:
+            pass
         entries.append(entry)
     return entries
+
+
+def is_stale(entry: Holder, now: float) -> bool:
+    """A waiter that has not touched its ticket for STALE_SECONDS: stopped, so skipped."""
+    return entry.heartbeat is not None and now - entry.heartbeat > STALE_SECONDS
+
+
+# inotify (linux/inotify.h)
+_IN_CLOSE_WRITE, _IN_CLOSE_NOWRITE, _IN_MOVED_FROM, _IN_DELETE = 0x08, 0x10, 0x40, 0x200
+_IN_ONLYDIR, _IN_DONT_FOLLOW = 0x01000000, 0x02000000
+
+
+class _Wakeup:
+    """What a waiter blocks on: an inotify fd (queue dir; slot lock files once it is the head),
+    or, without inotify, a short sleep."""
+
+    def __init__(self, settings: SlotSettings) -> None:
+        self.settings = settings
+        self.fd: int | None = None
+        self.watching_slots = False
+        try:
+            import ctypes
+
+            self.libc = ctypes.CDLL(None, use_errno=True)
+            fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return
+        if fd < 0:
+            return
+        self.fd = fd
+        if not self._watch(settings.lock_dir / "queue", _IN_DELETE | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_ONLYDIR):
+            self.close()
+
+    def _watch(self, path: Path, mask: int) -> bool:
+        return bool(self.libc.inotify_add_watch(self.fd, os.fsencode(path), mask | _IN_DONT_FOLLOW) >= 0)
+
+    def watch_slots(self, paths: list[Path]) -> None:
+        """We are the head: wake on slot releases too (or, without inotify, poll quickly)."""
+        if self.watching_slots:
+            return
+        self.watching_slots = True
+        if self.fd is None:
+            return
+        for path in paths:
+            if not self._watch(path, _IN_CLOSE_WRITE | _IN_CLOSE_NOWRITE):
+                self.close()  # cannot see every slot: poll instead
+                return
+
+    def wait(self, timeout: float) -> bool:
+        """Block until something may have changed, or `timeout`; True when woken by an event."""
+        import select
+
+        if self.fd is None:
+            time.sleep(min(timeout, FALLBACK_POLL_SECONDS) if self.watching_slots else timeout)
+            return False
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _terminal_width() -> int:
+    try:
+        return max(20, os.get_terminal_size(sys.stderr.fileno()).columns)
+    except (OSError, ValueError):
+        return 80
 
 
 @dataclass
@@ -531,17 +655,31 @@ class _Progress:
         if not due:
             return
         self.last, self.shown = now, True
-        held = holders(self.settings)
-        busy = f"{len(held)}/{self.settings.count} slots busy"
-        now = time.time()
-        who = "; ".join(f"pid {h.pid} {h.shown_command[:40]} ({age(h.admitted, now)}s)" for h in held[:3])
-        line = (f"cargo-agent: waiting for a build slot: {busy}, position {_position(self.settings, ticket)} "
-                f"in queue, {int(elapsed)}s" + (f"; {reason}" if reason else "") + (f"; held by {who}" if who else ""))
-        if self.tty:
-            sys.stderr.write("\r\x1b[K" + line[:200])
-        else:
-            sys.stderr.write(line + "\n")
+        sys.stderr.write(("\r\x1b[K" + self.line(ticket, reason, _terminal_width() - 1)) if self.tty
+                         else self.line(ticket, reason) + "\n")
         sys.stderr.flush()
+
+    def line(self, ticket: Ticket, reason: str | None, width: int | None = None) -> str:
+        """What we wait for, most useful first (a narrow terminal cuts the end)."""
+        from cargo_agent.supervise import format_duration
+
+        held = holders(self.settings)
+        usable = [h for h in held if h.slot is not None and h.slot < self.settings.count]
+        wall = time.time()
+        parts = [f"cargo-agent: waiting {format_duration(time.monotonic() - self.started)} for a build slot, "
+                 f"position {_position(self.settings, ticket)}, {len(usable)}/{self.settings.count} busy"]
+        if reason:
+            parts.append(reason)
+        if usable:
+            parts.append("held by " + ", ".join(
+                f"pid {h.pid} `{h.shown_command[:40]}` {format_duration(age(h.admitted, wall) or 0)}"
+                for h in usable[:3]))
+        if self.settings.count < self.settings.ceiling:
+            parts.append(f"you may use {self.settings.count} of the host's {self.settings.ceiling} slots")
+        line = "; ".join(parts)
+        if width is not None and len(line) > width:
+            line = line[:max(0, width - 3)] + "..."
+        return line
 
     def done(self) -> None:
         if self.tty and self.shown:
@@ -549,94 +687,123 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _wait_on(fd: int, timeout: float | None) -> bool:
-    """Block in the kernel until the predecessor's ticket is unlocked (or `timeout` passes)."""
-    done = threading.Event()
-
-    def block() -> None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        except OSError:
-            pass
-        done.set()
-
-    threading.Thread(target=block, daemon=True).start()
-    return done.wait(timeout)
+def _hold_back(settings: SlotSettings, env: Mapping[str, str]) -> str | None:
+    """Why the head may not take a free slot now (memory above mem_high), or None."""
+    reading = host.read(env)
+    if reading.used_percent > settings.mem_high:
+        return (f"memory at {reading.used_percent:.0f}% is above mem_high "
+                f"{settings.mem_high:g}% ({reading.source})")
+    return None
 
 
 def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[str, str]) -> Slot:
-    """Wait in FIFO order for a slot (and for memory below mem_high); raise on wait timeout."""
-    meta = holder_meta(command, cwd)
+    """Wait in FIFO order for a slot (and for memory below mem_high); raise on wait timeout.
+    No thread, no busy loop: see the module doc."""
+    meta = {**holder_meta(command, cwd), "usable": settings.count}
     progress = _Progress(settings)
     deadline = progress.started + settings.wait_timeout if settings.wait_timeout else None
-    queued_at = time.time()
     watch = LockDirWatch(settings)
+    # Ctrl-C and friends wait until the ticket is in hand and its cleanup armed: an interrupt can
+    # never leave a ticket behind.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
     try:
         ticket = _enqueue(settings, meta)
     except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         watch.close()
         raise
+    queued_at = ticket.queued
+    wakeup: _Wakeup | None = None
+    fds: dict[int, int] = {}
+    ahead_fd: int | None = None  # the ticket ahead of ours, held open (see the lock dir case below)
+    timeout = HEARTBEAT_SECONDS
     try:
-        while True:  # wait to become the head of the queue
-            if watch.moved():  # checked when woken, not on the 1 s tick: the waiters ahead go first
-                ticket = watch.requeue(ticket, meta)
-            predecessor = _live_predecessor(settings, ticket)
-            if predecessor is None:
-                break
-            fd, _ = predecessor
-            try:
-                while not _wait_on(fd, 1.0):
-                    _check_deadline(deadline, settings, ticket)
-                    progress.update(ticket)
-            finally:
-                os.close(fd)
-        fds = watch.slots(settings.count)
-        try:
-            while True:  # the head polls the slots
-                if watch.moved() or not fds:
-                    ticket, fds = watch.follow(ticket, meta, fds)
-                reading = host.read(env)
-                reason = None
-                if reading.used_percent > settings.mem_high:
-                    reason = (f"memory at {reading.used_percent:.0f}% is above mem_high "
-                              f"{settings.mem_high:g}% ({reading.source})")
-                elif watch.unregistered():
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        while True:
+            _heartbeat(ticket)
+            if watch.moved():
+                # The lock dir was removed or replaced: queue again in the new one, once the waiter
+                # ahead of us (whose old ticket we hold open) did, so the order is kept.
+                if ahead_fd is None or _left(ahead_fd):
+                    ticket = watch.requeue(ticket, meta)
+                    _heartbeat(ticket)
+                    for fd in [*fds.values(), *([ahead_fd] if ahead_fd is not None else [])]:
+                        os.close(fd)
+                    fds, ahead_fd = {}, None
+                    if wakeup is not None:
+                        wakeup.close()
+                        wakeup = None
+                    continue
+                time.sleep(HEARTBEAT_SECONDS)
+                continue
+            reason = None
+            ahead = _ahead(settings, ticket)
+            if ahead_fd is not None:
+                os.close(ahead_fd)
+            ahead_fd = ahead[1] if ahead is not None else None
+            head = ahead is None
+            if head and wakeup is not None:  # watch before looking: no release can slip in between
+                wakeup.watch_slots([settings.lock_dir / f"slot-{k}.lock" for k in range(settings.count)])
+            if head:
+                fds = fds or watch.slots(settings.count)
+                if not fds:
+                    continue  # the dir vanished under us: the next round queues again
+                reason = _hold_back(settings, env)
+                if reason is None and watch.unregistered():
                     reason = "builds of the replaced lock dir have not taken a slot in the new one yet"
-                else:
-                    for k, fd in fds.items():
-                        if lockdir.try_lock(fd) and not watch.moved():
-                            record = {**meta, "slot": k, "admitted": time.time()}
-                            meta_path = watch.record(settings.lock_dir / f"slot-{k}.json", record)
-                            slot = Slot(k, fd, settings.lock_dir / f"slot-{k}.lock", settings,
-                                        waited=time.monotonic() - progress.started, meta_path=meta_path,
-                                        queued_at=queued_at, admitted_at=time.time(),
-                                        dir_identity=watch.identity, record=record)
-                            del fds[k]
-                            return slot
-                _check_deadline(deadline, settings, ticket, reason)
-                progress.update(ticket, reason)
-                time.sleep(HEAD_POLL_SECONDS if reason is None else 0.2)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
+                if reason is None:
+                    slot = _take_free_slot(settings, fds, meta, progress, queued_at, watch)
+                    if slot is not None:
+                        return slot
+            _check_deadline(deadline, settings, ticket, reason)
+            progress.update(ticket, reason)
+            if wakeup is None:  # set up only now, then look once more: no wake-up can be missed
+                wakeup = _Wakeup(settings)
+                continue
+            woke = wakeup.wait(timeout)
+            # A killed holder's lock goes a moment after the close that woke us: look again soon.
+            timeout = 0.005 if woke and head and reason is None and timeout == HEARTBEAT_SECONDS \
+                else HEARTBEAT_SECONDS
     finally:
-        progress.done()
-        if not watch.moved():
-            lockdir.remove(ticket.path)
-        os.close(ticket.fd)
-        watch.close()
+        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)  # an interrupt waits for the cleanup
+        try:
+            if not watch.moved():  # else that name may belong to a ticket of the new dir
+                lockdir.remove(ticket.path)
+            os.close(ticket.fd)
+            for fd in [*fds.values(), *([ahead_fd] if ahead_fd is not None else [])]:
+                os.close(fd)
+            if wakeup is not None:
+                wakeup.close()
+            watch.close()
+            progress.done()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _take_free_slot(settings: SlotSettings, fds: dict[int, int], meta: dict[str, object], progress: _Progress,
+                    queued_at: float, watch: LockDirWatch) -> Slot | None:
+    for k, fd in fds.items():
+        if lockdir.try_lock(fd) and not watch.moved():
+            record = {**meta, "slot": k, "admitted": time.time()}
+            meta_path = watch.record(settings.lock_dir / f"slot-{k}.json", record)
+            del fds[k]
+            return Slot(k, fd, settings.lock_dir / f"slot-{k}.lock", settings,
+                        waited=time.monotonic() - progress.started, meta_path=meta_path,
+                        queued_at=queued_at, admitted_at=time.time(), dir_identity=watch.identity, record=record)
+    return None
 
 
 def _check_deadline(deadline: float | None, settings: SlotSettings, ticket: Ticket, reason: str | None = None) -> None:
     if deadline is not None and time.monotonic() >= deadline:
         from cargo_agent.supervise import format_duration
 
-        busy = len(holders(settings))
+        busy = len([h for h in holders(settings) if h.slot is not None and h.slot < settings.count])
         raise SlotWaitTimeoutError(
             f"gave up waiting for a build slot after {format_duration(settings.wait_timeout or 0)} "
             f"({busy}/{settings.count} slots busy, position {_position(settings, ticket)} in queue"
             + (f"; {reason}" if reason else "") + ")",
-            help=("see who holds the slots: cargo-agent --status; or raise CARGO_AGENT_WAIT_TIMEOUT",))
+            help=("retry later: the slots are busy with other builds, nothing is wrong with yours",
+                  "see who holds the slots: cargo-agent --status; or raise CARGO_AGENT_WAIT_TIMEOUT"))
 
 
 def newest_holder_pid(settings: SlotSettings) -> int | None:

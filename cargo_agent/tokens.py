@@ -333,6 +333,7 @@ class BuildCpu:
         self.peak = 1 if inherited is None and tokens is not None and tokens.held else 0
         self.broker_cpu_seconds = 0.0
         self.broker_polls = 0
+        self._broker: Broker | None = None
 
     def run(self, spec: RunSpec, jobs: int, body: Callable[[], T]) -> T:
         """Run `body` (one supervised cargo run) with the build's jobserver in `spec`."""
@@ -350,11 +351,14 @@ class BuildCpu:
         broker = Broker(tokens, pipe, max(0, min(jobs, self.pool.count) - 1))
         spec.env[jobserver.MAKEFLAGS_ENV] = pipe.makeflags
         spec.pass_fds = (*base_fds, *pipe.fds)
+        self._broker = broker
         broker.start()
         try:
             return body()
         finally:
-            broker.stop()
+            if self._broker is not None:
+                broker.stop()
+                self._broker = None
             spec.pass_fds = base_fds
             pipe.close()
             self.peak = max(self.peak, implicit + broker.peak)
@@ -366,6 +370,14 @@ class BuildCpu:
         return {"tokens_peak": self.peak, "token_wait_seconds": round(self.waited, 3),
                 "broker_cpu_seconds": round(self.broker_cpu_seconds, 4), "broker_polls": self.broker_polls,
                 "jobserver": "inherited" if self.inherited is not None else "private"}
+
+    def give_back(self) -> None:
+        """Cargo has built the program and started it (`cargo run`): stop lending and free every
+        token now, while the program runs on."""
+        if self._broker is not None:
+            self._broker.stop()
+            self._broker = None
+        self.release()
 
     def release(self) -> None:
         if self.tokens is not None:

@@ -65,11 +65,12 @@ class Workspace:
 
 
 class Location:
-    __slots__ = ("manifest", "workspace")
+    __slots__ = ("cwd", "manifest", "workspace")
 
-    def __init__(self, manifest: str, workspace: Workspace) -> None:
+    def __init__(self, manifest: str, workspace: Workspace, cwd: str | None = None) -> None:
         self.manifest = manifest  # the manifest cargo starts from
         self.workspace = workspace
+        self.cwd = cwd  # the working dir (after -C), set by build.decide, for `focus_members`
 
     @property
     def package(self) -> Package | None:
@@ -288,3 +289,67 @@ def selection(location: Location, packages: list[str], workspace_flag: bool,
     if package is not None:
         return Selection([package.name], "the package at " + _dirname(location.manifest))
     return Selection(workspace.member_names, "all members of the virtual workspace")
+
+
+# ---- which members the caller is working on (for a refusal's fix) ------------------------------
+
+def member_for_dir(workspace: Workspace, directory: str) -> Package | None:
+    """The member whose directory contains `directory` (the innermost one, for nested members);
+    None at a virtual root or outside every member."""
+    directory = os.path.realpath(directory)
+    best: Package | None = None
+    for package in workspace.members:
+        root = os.path.realpath(package.directory)
+        if _within(directory, root) and (best is None or len(root) > len(os.path.realpath(best.directory))):
+            best = package
+    return best
+
+
+def changed_paths(directory: str) -> list[str] | None:
+    """Files with uncommitted changes (`git status`: staged, unstaged, untracked) in the git
+    checkout around `directory`; None when it is not a git checkout or git cannot tell."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(["git", "-C", directory, *args], capture_output=True, text=True, timeout=10,
+                                    env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return result.stdout if result.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    status = git("status", "--porcelain=v1", "-z", "--untracked-files=all") if top else None
+    if top is None or status is None:
+        return None
+    paths, entries = [], status.split("\0")
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        paths.append(_join(top.strip(), entry[3:]))
+        if entry[0] in "RC":  # a rename or copy: the next entry is the old path
+            i += 1
+    return paths
+
+
+def changed_members(workspace: Workspace, directory: str) -> list[Package]:
+    """Members with uncommitted changes, in member order (each file counts for the innermost
+    member containing it)."""
+    found: list[Package] = []
+    for path in changed_paths(directory) or []:
+        package = member_for_dir(workspace, _dirname(path))
+        if package is not None and package not in found:
+            found.append(package)
+    return [p for p in workspace.members if p in found]
+
+
+def focus_members(location: Location) -> list[str]:
+    """The packages the caller is working on: the member containing the working directory;
+    otherwise the members with uncommitted changes (git); otherwise none (the caller must say)."""
+    here = member_for_dir(location.workspace, location.cwd or _dirname(location.manifest))
+    if here is not None:
+        return [here.name]
+    return [p.name for p in changed_members(location.workspace, location.workspace.root)]

@@ -25,7 +25,7 @@ def test_unscoped_test_is_refused_before_cargo_runs(virtual_ws: Path, run_agent:
     result = run_agent("test", cwd=virtual_ws)
     assert result.returncode == 2
     assert result.stderr.startswith("error: refused by cargo-agent (rule unscoped-test)")
-    assert "cargo-agent test -p alpha" in result.stderr
+    assert "cargo-agent test -p <package>" in result.stderr
     assert "Compiling" not in result.stderr
 
 
@@ -170,9 +170,10 @@ def test_fake_cargo_is_executable() -> None:
 def _installed_launcher() -> str:
     import shutil
 
-    found = shutil.which("cargo-agent")
+    beside = Path(sys.executable).parent / "cargo-agent"  # the README's venv, used without activating it
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("cargo-agent")
     if found is None:
-        pytest.fail("cargo-agent is not installed: run pip install -e '.[test]' first")
+        pytest.fail("cargo-agent is not installed: run the README's test command")
     return found
 
 
@@ -397,3 +398,51 @@ def test_a_broken_config_warns_once_for_commands_that_compile_nothing(virtual_ws
     assert compiling.returncode == 2, compiling.stderr
     assert compiling.stderr.startswith("error: ") and named in compiling.stderr.splitlines()[0]
     assert "Compiling" not in compiling.stderr and "warning: cargo-agent:" not in compiling.stderr
+
+
+def test_cargo_plus_toolchain_agent_honours_the_explicit_toolchain(tmp_path: Path, virtual_ws: Path,
+                                                                    agent_env: dict[str, str]) -> None:
+    """`cargo +nightly agent ...`: rustup's proxy passes the `+nightly` on as RUSTUP_TOOLCHAIN
+    with RUSTUP_TOOLCHAIN_SOURCE=cli; it beats the checkout's rust-toolchain file, as `+nightly`
+    on cargo-agent's own command line does. An inherited RUSTUP_TOOLCHAIN does not."""
+    (virtual_ws / "rust-toolchain.toml").write_text('[toolchain]\nchannel = "stable"\n')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    launcher = bin_dir / "cargo-agent"
+    launcher.write_text(f"#!/bin/sh\nexec {sys.executable} -m cargo_agent \"$@\"\n")
+    launcher.chmod(0o755)
+    env = {**agent_env, "PATH": f"{bin_dir}:{agent_env['PATH']}"}
+
+    def chosen(*args: str, extra: dict[str, str] | None = None) -> str:
+        result = subprocess.run(["cargo", *args, "agent", "--dry-run", "--json", "build", "-p", "alpha"],
+                                cwd=virtual_ws, env={**env, **(extra or {})}, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return str(json.loads(result.stdout)["toolchain"]["name"])
+
+    assert chosen("+nightly").startswith("nightly")
+    assert chosen() == "stable"
+    assert chosen(extra={"RUSTUP_TOOLCHAIN": "nightly"}) == "stable"
+
+
+def test_a_compiling_command_without_rustc_is_127(virtual_ws: Path, fake_cargo_env: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    env = {**fake_cargo_env, "PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(tmp_path / "cold-cache")}
+    result = subprocess.run(agent_command("build", "-p", "alpha"), cwd=virtual_ws, env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 127
+    assert result.stderr.splitlines()[0] == "error: cannot find rustc on PATH"
+    assert "Errno" not in result.stderr
+    result = subprocess.run(agent_command("build", "-p", "alpha"), cwd=virtual_ws, capture_output=True, text=True,
+                            env={**env, "RUSTC": str(tmp_path / "no-rustc")})
+    assert result.returncode == 127 and "RUSTC is set to" in result.stderr
+
+
+def test_dry_run_of_a_command_that_compiles_nothing_says_nothing_is_applied(virtual_ws: Path,
+                                                                           run_agent: RunAgent) -> None:
+    result = run_agent("--dry-run", "metadata", "--no-deps", cwd=virtual_ws)
+    assert result.returncode == 0
+    assert "applied:   nothing" in result.stdout
+    assert "slots:" not in result.stdout and "RLIMIT_AS" not in result.stdout
+    compiling = run_agent("--dry-run", "build", "-p", "alpha", cwd=virtual_ws)
+    assert "(was None)" not in compiling.stdout and "(was unset)" in compiling.stdout
+    assert "RLIMIT_AS 4 GiB" in compiling.stdout

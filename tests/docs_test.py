@@ -65,3 +65,25 @@ def test_every_error_message_is_in_the_errors_doc() -> None:
         if probe not in text:
             missing.append(head)
     assert not missing, "add these to docs/errors.md: " + "; ".join(missing)
+
+
+def _readme_commands() -> list[str]:
+    text = (docs.DOCS.parent / "README.md").read_text()
+    try_it = text.split("## Try it", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0].strip() for block in try_it.split("```sh\n")[1:]]
+
+
+def test_readme_try_it_is_two_one_line_commands_in_a_venv_and_ci_runs_the_second_first() -> None:
+    commands = _readme_commands()
+    assert len(commands) == 2 and all("\n" not in c for c in commands), commands
+    assert all(c.startswith("python3 -m venv ") for c in commands)  # PEP 668 Pythons refuse a bare pip
+    ci = [line for line in (docs.DOCS.parent / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert ci[0] == commands[1]
+
+
+def test_no_doc_tells_to_install_an_unpublished_package() -> None:
+    repo = docs.DOCS.parent
+    paths = [repo / "README.md", *sorted(docs.DOCS.glob("*.md")), repo / "cargo_agent" / "shim.sh"]
+    for path in paths:
+        assert "pip install cargo-agent" not in path.read_text(), path

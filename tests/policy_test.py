@@ -154,14 +154,16 @@ def test_refusal_names_rule_fix_and_real_members(virtual_ws: Path, agent_env: di
     decision = build.decide(argv.parse(["-v", "test", "--workspace", "--lib"]), virtual_ws, agent_env).decision
     message = decision.error().render()
     assert message.startswith("error: refused by cargo-agent (rule unscoped-test):")
-    assert "help: run instead: cargo-agent -v test -p alpha --lib" in message
+    assert "help: run instead: cargo-agent -v test -p <package> --lib" in message
     assert "alpha, beta, gamma" in message
     assert "CARGO_AGENT_ALLOW_UNSCOPED=1" in message
 
 
 def test_fix_for_nextest_puts_the_package_after_run(virtual_ws: Path, agent_env: dict[str, str]) -> None:
     decision = build.decide(argv.parse(["nextest", "run"]), virtual_ws, agent_env).decision
-    assert decision.fix == "cargo-agent nextest run -p alpha"
+    assert decision.fix == "cargo-agent nextest run -p <package>"
+    from_member = build.decide(argv.parse(["nextest", "run", "--workspace"]), virtual_ws / "crates/beta", agent_env)
+    assert from_member.decision.fix == "cargo-agent nextest run -p beta"
 
 
 def test_member_list_is_shortened_with_a_count(tmp_path: Path, agent_env: dict[str, str]) -> None:
@@ -255,13 +257,13 @@ def _for_the_binaries(command: argv.CargoCommand) -> list[str]:
 
 
 @pytest.mark.parametrize(("args", "fix"), [
-    (["test", "--workspace", "--exclude", "beta", "--lib"], "cargo-agent test -p alpha --lib"),
-    (["tt", "-p", "alpha", "--", "--nocapture"], "cargo-agent test -p alpha --no-run -- -p alpha -- --nocapture"),
-    (["nextest", "list", "--workspace"], "cargo-agent nextest list -p alpha"),
-    (["miri", "test"], "cargo-agent miri test -p alpha"),
+    (["test", "--workspace", "--exclude", "beta", "--lib"], "cargo-agent test -p <package> --lib"),
+    (["tt", "-p", "alpha", "--", "--nocapture"], "cargo-agent test -p <package> --no-run -- -p alpha -- --nocapture"),
+    (["nextest", "list", "--workspace"], "cargo-agent nextest list -p <package>"),
+    (["miri", "test"], "cargo-agent miri test -p <package>"),
     (["build", "--lib", "--bin", "*", "--tests", "--bench=*", "--examples", "-q"], "cargo-agent build -q"),
     (["test", "-p", "beta", "--all-features", "--all-targets"], "cargo-agent test -p beta --lib"),
-    (["lt"], "cargo-agent --offline test -p alpha"),
+    (["lt"], "cargo-agent --offline test -p <package>"),
 ])
 def test_fix_text(virtual_ws: Path, agent_env: dict[str, str], args: list[str], fix: str) -> None:
     env = {**agent_env, "CARGO_ALIAS_TT": "test --no-run --", "CARGO_ALIAS_LT": "--offline test"}

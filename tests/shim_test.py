@@ -34,7 +34,7 @@ def _cargo(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 def test_unscoped_test_through_the_shim_is_refused(virtual_ws: Path, shim_env: dict[str, str]) -> None:
     result = _cargo(["test"], virtual_ws, shim_env)
     assert result.returncode == 2
-    assert "help: run instead: cargo test -p alpha" in result.stderr
+    assert "help: run instead: cargo test -p <package>" in result.stderr
 
 
 def test_scoped_test_through_the_shim_runs_real_tests(virtual_ws: Path, shim_env: dict[str, str]) -> None:
@@ -61,6 +61,25 @@ def test_shim_without_cargo_agent_exits_127(tmp_path: Path, shim_env: dict[str, 
 def test_repo_shim_is_the_installed_shim() -> None:
     repo = Path(__file__).resolve().parent.parent
     assert (repo / "shims" / "cargo").read_text() == (repo / "cargo_agent" / "shim.sh").read_text()
+
+
+def test_the_shim_runs_the_cargo_agent_that_wrote_it_whatever_the_path(tmp_path: Path, virtual_ws: Path,
+                                                                       shim_env: dict[str, str]) -> None:
+    """An installed launcher writes its own absolute path into the shim: an agent whose PATH has
+    the shim but not cargo-agent's venv still gets cargo-agent."""
+    venv_bin = tmp_path / "venv-bin"
+    venv_bin.mkdir()
+    launcher = venv_bin / "cargo-agent"  # like the installed launcher (scripts/cargo-agent)
+    launcher.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(Path(__file__).parent.parent)!r})\n"
+                        "from cargo_agent.cli import main\nsys.exit(main())\n")
+    launcher.chmod(0o755)
+    shim_dir = tmp_path / "own-shim"
+    subprocess.run([str(launcher), "--install-shim", str(shim_dir)], env=shim_env, check=True, capture_output=True)
+    assert f'agent="${{CARGO_AGENT_BIN:-{launcher}}}"' in (shim_dir / "cargo").read_text()
+    env = {**shim_env, "PATH": f"{shim_dir}:/usr/bin:/bin:{Path(shim_env['HOME']) / '.cargo' / 'bin'}"}
+    result = subprocess.run([str(shim_dir / "cargo"), "test"], cwd=virtual_ws, env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "help: run instead: cargo test -p <package>" in result.stderr
 
 
 def test_nested_cargo_from_a_build_script_runs_inside_the_parents_slot(tmp_path: Path,

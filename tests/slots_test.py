@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,13 @@ def _max_concurrency(events: list[tuple[str, str, float]]) -> int:
     return peak
 
 
+def _set_reading(path: Path, value: str) -> None:
+    """Replace the memory reading at once: a reader must never see the file half written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(value)
+    os.replace(tmp, path)
+
+
 def _queued(lock_dir: Path) -> int:
     return len(list((lock_dir / "queue").glob("*.ticket"))) if (lock_dir / "queue").exists() else 0
 
@@ -54,8 +62,9 @@ def test_eight_runs_on_two_slots_fifo_and_never_more_than_two(virtual_ws: Path, 
     assert [p.wait(120) for p in procs] == [0] * 8
     events = _events(log)
     assert _max_concurrency(events) <= 2
-    starts = [tag for kind, tag, _ in sorted(events, key=lambda e: e[2]) if kind == "start"]
-    assert starts == [str(i) for i in range(8)]
+    records = [json.loads(line) for line in (lock_dir / "runs.jsonl").read_text().splitlines()]
+    admitted = [r["pid"] for r in sorted(records, key=lambda r: r["admitted_at"])]
+    assert admitted == [p.pid for p in procs]
 
 
 def test_sigkilled_holder_frees_its_slot_and_leaves_no_stale_state(virtual_ws: Path, fake_cargo_env: dict[str, str],
@@ -78,10 +87,10 @@ def test_sigkilled_holder_frees_its_slot_and_leaves_no_stale_state(virtual_ws: P
     assert later.returncode == 0
 
 
-def test_wrapper_sigkilled_mid_build_keeps_the_slot_until_the_build_is_gone(
+def test_wrapper_sigkilled_mid_build_takes_its_build_down_and_frees_the_slot(
         virtual_ws: Path, fake_cargo_env: dict[str, str], tmp_path: Path, reap: list[int]) -> None:
-    """Documented behaviour: the build inherits the slot lock, so the slot count never
-    under-counts a build whose wrapper died."""
+    """The supervisor outlives the wrapper only to stop the build: a worker that keeps the
+    inherited slot fd is gone too, and the slot is free."""
     env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
     worker = tmp_path / "worker.pid"
     holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL, env={
@@ -89,14 +98,11 @@ def test_wrapper_sigkilled_mid_build_keeps_the_slot_until_the_build_is_gone(
     wait_for(lambda: worker.exists() and worker.read_text().strip() != "")
     worker_pid = int(worker.read_text())
     reap.append(worker_pid)
+    settings = slots.resolve(config.load(env), env)
+    assert len(slots.holders(settings)) == 1
     holder.kill()
     holder.wait()
-    settings = slots.resolve(config.load(env), env)
-    wait_for(lambda: len(slots.holders(settings)) == 1)
-    time.sleep(0.5)
-    assert len(slots.holders(settings)) == 1 and alive(worker_pid)
-    os.kill(worker_pid, signal.SIGKILL)
-    wait_for(lambda: not slots.holders(settings), 10)
+    wait_for(lambda: not slots.holders(settings) and not alive(worker_pid), 10)
 
 
 def test_two_checkouts_share_the_same_slots(virtual_ws: Path, single_ws: Path, fake_cargo_env: dict[str, str]) -> None:
@@ -140,7 +146,8 @@ def test_wait_timeout_is_75_and_leaves_no_ticket(virtual_ws: Path, fake_cargo_en
         result = subprocess.run(agent_command("build"), cwd=virtual_ws, capture_output=True, text=True, timeout=30,
                                 env={**env, "CARGO_AGENT_WAIT_TIMEOUT": "1s"})
         assert result.returncode == 75
-        assert "error: gave up waiting for a build slot after 0m1s (1/1 slots busy" in result.stderr
+        assert "error: gave up waiting for a build slot after 1s (1/1 slots busy" in result.stderr
+        assert "help: retry later" in result.stderr
         assert _queued(lock_dir) == 0
     finally:
         holder.kill()
@@ -187,14 +194,14 @@ def test_unsafe_lock_dir_is_exit_2(virtual_ws: Path, run_agent: RunAgent, fake_c
 def test_memory_pressure_holds_a_run_back_until_it_drops(virtual_ws: Path, fake_cargo_env: dict[str, str],
                                                          tmp_path: Path) -> None:
     reading = tmp_path / "memory"
-    reading.write_text("90")
+    _set_reading(reading, "90")
     env = {**fake_cargo_env, "CARGO_AGENT_MEMORY_SOURCE": str(reading)}
     err = tmp_path / "stderr"
     with err.open("w") as handle:
         proc = subprocess.Popen(agent_command("build"), cwd=virtual_ws, env=env, stderr=handle)
     wait_for(lambda: "memory at 90% is above mem_high 85%" in err.read_text())
     assert not Path(env["FAKE_LOG"]).exists()
-    reading.write_text("40")
+    _set_reading(reading, "40")
     assert proc.wait(30) == 0
     assert Path(env["FAKE_LOG"]).exists()
 
@@ -228,8 +235,10 @@ def test_status_shows_holders_and_queue(virtual_ws: Path, run_agent: RunAgent, f
         assert [h["command"] for h in status["holders"]] == [["build", "-p", "alpha"]]
         assert [q["command"] for q in status["queue"]] == [["build", "-p", "beta"]]
         assert "used_percent" in status["memory"]
+        assert status["queue"][0]["cwd"] == str(virtual_ws) and status["queue"][0]["usable"] == 1
         text = run_agent("--status", cwd=virtual_ws, env=env).stdout
-        assert "slots: 1/2 busy" in text and "queue: 1 waiting" in text
+        assert "slots: 1 of 2 busy on this host; you may use 1 of them" in text and "queue: 1 waiting" in text
+        assert f"`build -p beta` in {virtual_ws}, waiting" in text and "may use 1 of 2 slots" in text
     finally:
         holder.kill()
         holder.wait()
@@ -246,7 +255,7 @@ def _log_text(env: dict[str, str]) -> str:
 def test_memory_kill_guard_stops_only_the_newest_build(virtual_ws: Path, fake_cargo_env: dict[str, str],
                                                        tmp_path: Path) -> None:
     reading = tmp_path / "memory"
-    reading.write_text("50")
+    _set_reading(reading, "50")
     env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "2", "CARGO_AGENT_MEMORY_SOURCE": str(reading),
            "CARGO_AGENT_MEM_KILL": "95", "CARGO_AGENT_KILL_GRACE": "1s"}
     lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
@@ -256,12 +265,14 @@ def test_memory_kill_guard_stops_only_the_newest_build(virtual_ws: Path, fake_ca
     newer = subprocess.Popen(agent_command("build", "-p", "beta"), cwd=virtual_ws, stderr=subprocess.PIPE,
                              text=True, env={**env, "FAKE_SLEEP": "60", "FAKE_TAG": "newer"})
     wait_for(lambda: "start newer" in _log_text(env))
-    reading.write_text("97")
+    _set_reading(reading, "97")
     newer_code = newer.wait(30)
-    reading.write_text("50")
+    _set_reading(reading, "50")
     newer_err = newer.communicate()[1]
     assert newer_code == 128 + signal.SIGTERM, newer_err
     assert "stopped by cargo-agent: host memory stayed above mem_kill 95%" in newer_err
+    assert "`cargo-agent build -p beta`" in newer_err
+    assert "help: retry later; your build was not at fault" in newer_err
     assert older.wait(30) == 0
     assert "end older" in _log_text(env)
 
@@ -341,10 +352,23 @@ def test_a_removed_lock_dir_keeps_the_count_and_the_queue_order(virtual_ws: Path
             proc.wait()
 
 
+def _kill_wrapper_and_supervisor(wrapper: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the wrapper and its supervisor together (both stopped first, so neither can act on
+    the other's death): the processes of the build go on, holding the slot."""
+    import psutil
+
+    supervisor = psutil.Process(wrapper.pid).children()[0].pid
+    for pid in (supervisor, wrapper.pid):
+        os.kill(pid, signal.SIGSTOP)
+    for pid in (supervisor, wrapper.pid):
+        os.kill(pid, signal.SIGKILL)
+    wrapper.wait()
+
+
 def test_a_build_whose_wrapper_died_still_counts_after_the_lock_dir_is_removed(
         virtual_ws: Path, fake_cargo_env: dict[str, str], tmp_path: Path, reap: list[int]) -> None:
-    """The holder's wrapper is SIGKILLed (a process of its build goes on, holding the old slot),
-    then the lock dir is deleted. That build cannot take a slot in the new dir, but the waiter,
+    """The holder's wrapper and its supervisor are SIGKILLed (a process of its build goes on,
+    holding the old slot), then the lock dir is deleted. That build cannot take a slot in the new dir, but the waiter,
     which queues again there, still counts it: neither the waiter nor a later arrival starts
     until that build is gone."""
     import shutil
@@ -352,20 +376,19 @@ def test_a_build_whose_wrapper_died_still_counts_after_the_lock_dir_is_removed(
     env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
     lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
     log = Path(env["FAKE_LOG"])
-    worker = tmp_path / "worker.pid"
+    worker, cargo = tmp_path / "worker.pid", tmp_path / "cargo.pid"
     holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL, env={
-        **env, "FAKE_TAG": "holder", "FAKE_SLEEP": "300",
+        **env, "FAKE_TAG": "holder", "FAKE_SLEEP": "300", "FAKE_PIDFILE": str(cargo),
         "FAKE_SPAWN": f"sh -c 'echo $$ > {worker}; exec sleep 300'"})
     wait_for(lambda: worker.exists() and worker.read_text().strip() != "")
-    worker_pid = int(worker.read_text())
-    reap.append(worker_pid)
+    worker_pid, cargo_pid = int(worker.read_text()), int(cargo.read_text())
+    reap.extend([worker_pid, cargo_pid])
     waiter = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL,
                               env={**env, "FAKE_TAG": "waiter"})
     later = None
     try:
         wait_for(lambda: _arrived(lock_dir, waiter.pid))
-        holder.kill()
-        holder.wait()
+        _kill_wrapper_and_supervisor(holder)  # the one case where a process of the build goes on
         shutil.rmtree(lock_dir)
         wait_for(lambda: _arrived(lock_dir, waiter.pid))  # queued again in the new dir
         later = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL,
@@ -373,8 +396,9 @@ def test_a_build_whose_wrapper_died_still_counts_after_the_lock_dir_is_removed(
         wait_for(lambda: _arrived(lock_dir, later.pid))
         time.sleep(1.0)  # several head polls and supervisor ticks: nothing may start meanwhile
         assert [tag for kind, tag, _ in _events(log) if kind == "start"] == ["holder"]
-        assert alive(worker_pid)
-        os.kill(worker_pid, signal.SIGKILL)
+        assert alive(worker_pid) and alive(cargo_pid)
+        for pid in (worker_pid, cargo_pid):  # the build's last processes end
+            os.kill(pid, signal.SIGKILL)
         assert waiter.wait(60) == 0 and later.wait(60) == 0
         starts = [tag for kind, tag, _ in sorted(_events(log), key=lambda e: e[2]) if kind == "start"]
         assert starts == ["holder", "waiter", "later"]
@@ -467,3 +491,117 @@ def test_a_symlink_planted_where_the_lock_dir_was_is_refused_by_waiters_and_hold
         for proc in (holder, waiter):
             proc.kill()
             proc.wait()
+
+
+# ---- the queue never stalls, and waiting is free ---------------------------------------------
+
+def _start_holder(virtual_ws: Path, env: dict[str, str], seconds: str) -> subprocess.Popen[bytes]:
+    holder = subprocess.Popen(agent_command("build", "-p", "alpha"), cwd=virtual_ws, stderr=subprocess.DEVNULL,
+                              env={**env, "FAKE_SLEEP": seconds, "FAKE_TAG": "holder"})
+    wait_for(lambda: "start holder" in _log_text(env))
+    return holder
+
+
+def _start_waiter(virtual_ws: Path, env: dict[str, str], tag: str, **popen: object) -> subprocess.Popen[bytes]:
+    waiter = subprocess.Popen(agent_command("build", "-p", "beta"), cwd=virtual_ws,
+                              env={**env, "FAKE_TAG": tag, "FAKE_SLEEP": "0.2"}, **popen)  # type: ignore[call-overload]
+    wait_for(lambda: _arrived(Path(env["CARGO_AGENT_LOCK_DIR"]), waiter.pid))
+    return waiter
+
+
+def test_a_stopped_head_waiter_is_skipped_and_waits_again_when_continued(
+        virtual_ws: Path, fake_cargo_env: dict[str, str]) -> None:
+    env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
+    holder = _start_holder(virtual_ws, env, "1")
+    head = _start_waiter(virtual_ws, env, "head", stderr=subprocess.DEVNULL)
+    behind = _start_waiter(virtual_ws, env, "behind", stderr=subprocess.DEVNULL)
+    try:
+        head.send_signal(signal.SIGSTOP)  # Ctrl-Z, or a frozen container
+        assert holder.wait(30) == 0
+        assert behind.wait(30) == 0  # the slot went past the stopped head
+        assert "start head" not in _log_text(env)
+        status = json.loads(subprocess.run(agent_command("--status", "--json"), cwd=virtual_ws, env=env,
+                                           capture_output=True, text=True).stdout)
+        assert [q["stopped"] for q in status["queue"]] == [True]
+        head.send_signal(signal.SIGCONT)
+        assert head.wait(30) == 0  # it waited again, and ran
+    finally:
+        for proc in (holder, head, behind):
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+    starts = [tag for kind, tag, _ in sorted(_events(Path(env["FAKE_LOG"])), key=lambda e: e[2]) if kind == "start"]
+    assert starts == ["holder", "behind", "head"]
+
+
+def test_a_dead_head_waiter_is_skipped(virtual_ws: Path, fake_cargo_env: dict[str, str]) -> None:
+    env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
+    holder = _start_holder(virtual_ws, env, "1")
+    head = _start_waiter(virtual_ws, env, "head", stderr=subprocess.DEVNULL)
+    behind = _start_waiter(virtual_ws, env, "behind", stderr=subprocess.DEVNULL)
+    head.kill()
+    head.wait()
+    assert holder.wait(30) == 0 and behind.wait(30) == 0
+    assert _queued(Path(env["CARGO_AGENT_LOCK_DIR"])) == 0
+    text = subprocess.run(agent_command("--status"), cwd=virtual_ws, env=env, capture_output=True, text=True).stdout
+    assert f"`build -p beta` in {virtual_ws}" in text.split("recent runs:", 1)[1]
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def test_a_waiters_thread_count_stays_flat(virtual_ws: Path, fake_cargo_env: dict[str, str]) -> None:
+    """Over 10 s of waiting, behind the head and at the head, no waiter grows threads."""
+    env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
+    holder = _start_holder(virtual_ws, env, "60")
+    head = _start_waiter(virtual_ws, env, "head", stderr=subprocess.DEVNULL)
+    behind = _start_waiter(virtual_ws, env, "behind", stderr=subprocess.DEVNULL)
+    try:
+        samples = []
+        for _ in range(11):
+            samples.append((_threads(head.pid), _threads(behind.pid)))
+            time.sleep(1)
+        assert samples == [(1, 1)] * 11
+    finally:
+        for proc in (holder, head, behind):
+            proc.kill()
+            proc.wait()
+
+
+def test_the_waiting_line_fits_an_80_column_terminal_and_stays_one_line(
+        virtual_ws: Path, fake_cargo_env: dict[str, str]) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
+    holder = _start_holder(virtual_ws, env, "5")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    try:
+        waiter = _start_waiter(virtual_ws, env, "waiter", stderr=slave)
+        os.close(slave)
+        output = b""
+        while waiter.poll() is None or select_ready(master):
+            try:
+                output += os.read(master, 65536)
+            except OSError:
+                break
+        assert waiter.wait(30) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+        os.close(master)
+    text = output.decode()
+    lines = [part for part in text.split("\r\x1b[K") if part.startswith("cargo-agent: waiting")]
+    assert len(lines) >= 2, text  # updated in place, about every second
+    assert all(len(line) <= 79 and "\n" not in line for line in lines), lines
+
+
+def select_ready(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0.2)[0])

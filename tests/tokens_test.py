@@ -424,7 +424,7 @@ def test_a_stopped_holder_makes_waiters_give_up_after_the_wait_timeout(
         first.wait(timeout=30)
     assert result.returncode == 75
     assert result.stderr.startswith(
-        f"error: gave up waiting for a CPU token after 0m1s (1/1 held (pid {first.pid}: 1))")
+        f"error: gave up waiting for a CPU token after 1s (1/1 held (pid {first.pid}: 1))")
     assert tokens_locked(Path(env["CARGO_AGENT_LOCK_DIR"])) == 0
 
 
@@ -630,7 +630,8 @@ with open(os.environ["GREEDY_LOG"], "a") as log:
 marker = os.environ["GREEDY_MARKER"]
 if not os.path.exists(marker):
     open(marker, "w").close()
-    sys.stderr.write("error: could not compile `x`: Resource temporarily unavailable (os error 11)\\n")
+    sys.stderr.write("error: linking with `cc` failed: exit status: 1\\n"
+                     "  = note: collect2: fatal error: cannot fork: Resource temporarily unavailable\\n")
     sys.exit(101)
 """
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import crate, nest, write_tree
+from conftest import RunAgent, crate, nest, write_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -186,3 +186,69 @@ def test_gate_counts_what_cargo_compiles(generated: dict[str, Path], selection: 
     if refused:
         assert str(len(cargo)) in decided.decision.reason
         assert all(name in decided.decision.reason for name in sorted(cargo)[:8])
+
+
+# ---- which member the caller works on, for a refusal's `help: run instead:` (real git, real CLI) ----
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@example.invalid", "HOME": str(root), "PATH": "/usr/bin:/bin"})
+
+
+def _committed(root: Path) -> Path:
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "start")
+    return root
+
+
+def _fix(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    return next(line for line in result.stderr.splitlines() if line.startswith("help: run instead: "))
+
+
+def test_the_hint_names_the_member_containing_the_working_directory(virtual_ws: Path, run_agent: RunAgent) -> None:
+    assert _fix(run_agent("test", "--workspace", cwd=virtual_ws / "crates" / "gamma" / "src")) == \
+        "help: run instead: cargo-agent test -p gamma"
+
+
+def test_the_hint_names_the_members_with_uncommitted_changes(virtual_ws: Path, run_agent: RunAgent) -> None:
+    root = _committed(virtual_ws)
+    (root / "crates" / "gamma" / "src" / "lib.rs").write_text("pub fn changed() {}\n")
+    (root / "crates" / "beta" / "src" / "new.rs").write_text("// untracked\n")
+    result = run_agent("test", cwd=root)
+    assert _fix(result) == "help: run instead: cargo-agent test -p beta"  # one package per run (max_packages)
+    assert "help: you also changed gamma: test each the same way, with its own -p" in result.stderr
+    wider = run_agent("test", cwd=root, extra_env={"CARGO_AGENT_MAX_PACKAGES": "2"})
+    assert _fix(wider) == "help: run instead: cargo-agent test -p beta -p gamma"
+
+
+def test_the_hint_follows_a_staged_rename(virtual_ws: Path, run_agent: RunAgent) -> None:
+    root = _committed(virtual_ws)
+    _git(root, "mv", "crates/beta/src/lib.rs", "crates/beta/src/renamed.rs")
+    assert _fix(run_agent("test", cwd=root)) == "help: run instead: cargo-agent test -p beta"
+
+
+def test_without_a_clue_the_hint_is_a_placeholder_and_the_list(virtual_ws: Path, run_agent: RunAgent) -> None:
+    result = run_agent("test", cwd=_committed(virtual_ws))
+    assert _fix(result) == "help: run instead: cargo-agent test -p <package>"
+    assert "note: workspace members: alpha, beta, gamma" in result.stderr
+
+
+def test_outside_git_without_a_member_directory_the_hint_is_a_placeholder(virtual_ws: Path,
+                                                                          run_agent: RunAgent) -> None:
+    assert _fix(run_agent("test", cwd=virtual_ws)) == "help: run instead: cargo-agent test -p <package>"
+
+
+def test_member_for_dir_picks_the_innermost_member(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "nested", {
+        "Cargo.toml": '[workspace]\nmembers = ["outer", "outer/inner"]\n',
+        **nest("outer", crate("outer")), **nest("outer/inner", crate("inner"))})
+    location = workspace.locate(root, None)
+    assert location is not None
+    found = workspace.member_for_dir(location.workspace, str(root / "outer" / "inner" / "src"))
+    assert found is not None and found.name == "inner"
+    found = workspace.member_for_dir(location.workspace, str(root / "outer" / "src"))
+    assert found is not None and found.name == "outer"
+    assert workspace.member_for_dir(location.workspace, str(root)) is None

@@ -8,6 +8,31 @@ import shlex
 from cargo_agent import argv as argv_model
 from cargo_agent import config as settings
 from cargo_agent import envshape, policy, slots, tokens, toolchain
+from cargo_agent.supervise import format_duration, format_size
+
+
+def _shown(value: str | None) -> str:
+    return "unset" if value is None else shlex.quote(value) if value else "''"
+
+
+def _assignment(name: str | None, value: str | None) -> str:
+    return f"unset {name}" if value is None else f"{name}={_shown(value)}"
+
+
+def show_passthrough(command: argv_model.CargoCommand, chosen: toolchain.Toolchain, cargo: str,
+                     as_json: bool) -> None:
+    """A command that compiles nothing goes straight to cargo: nothing of cargo-agent applies."""
+    argv = [cargo, *command.tokens[1:]] if command.toolchain else [cargo, *command.tokens]
+    if as_json:
+        print(json.dumps({"decision": {"allowed": True, "rule": None, "reason": "compiles nothing", "fix": None},
+                          "subcommand": command.resolved, "compiles": False, "applied": False,
+                          "toolchain": {"name": chosen.name, "source": chosen.source}, "argv": argv}, indent=2))
+        return
+    print("\n".join([
+        "decision:  allowed: it compiles nothing",
+        "applied:   nothing: no slot, no caps, no limits, no supervision; cargo-agent execs cargo directly",
+        f"toolchain: {chosen.name or '(rustup default)'} (from {chosen.source})",
+        "argv:      " + shlex.join(argv)]))
 
 
 def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: toolchain.Toolchain,
@@ -33,6 +58,7 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
         "cpu": cpu_plan(pool, shaped),
         "limits": {"limit_as": limit_as, "timeout": config["timeout"], "kill_grace": config["kill_grace"],
                    "retries": config["retries"]},
+        "applied": True,
         "env": env_items,
         "args": arg_items,
         "notes": shaped.notes,
@@ -58,9 +84,11 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
                f"{cap - 1} more lent through a private jobserver while free; C = {pool.formula}")
     out.append(f"memory:    wait above {slot_settings.mem_high:g}%, "
                f"kill guard {'off' if slot_settings.mem_kill is None else f'{slot_settings.mem_kill:g}%'}")
-    out.append(f"limits:    RLIMIT_AS {limit_as if limit_as else 'unlimited'}, timeout {config['timeout'] or 'none'}")
+    timeout = format_duration(config["timeout"]) if config["timeout"] else "none"
+    out.append(f"limits:    RLIMIT_AS {format_size(limit_as) if limit_as else 'unlimited'}, timeout {timeout}")
     for item in env_items:
-        out.append(f"env:       {item['name']}={item['after']!r} (was {item['before']!r}): {item['why']}")
+        out.append(f"env:       {_assignment(item['name'], item['after'])} "
+                   f"(was {_shown(item['before'])}): {item['why']}")
     for item in arg_items:
         out.append(f"arg:       {item['before']} -> {item['after']}: {item['why']}")
     for note in shaped.notes:

@@ -1,16 +1,79 @@
-"""`cargo-agent --status`: slots, holders, the queue, CPU tokens, memory and recent runs."""
+"""`cargo-agent --status`: slots, holders, the queue, CPU tokens, memory and recent runs.
+
+It flags what an agent needs to act on: a holder whose build is stopped (Ctrl-Z, SIGSTOP: it
+keeps its slot until continued), a waiter that is stopped (the queue skips it), and the
+processes still holding a slot after their wrapper is gone."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from typing import Any
 
 from cargo_agent import config, host, lockdir, report, slots, tokens
+from cargo_agent.supervise import format_duration, format_size, proc_state
+
+
+def _processes_holding(path: str) -> list[dict[str, object]]:
+    """Processes with an open fd on `path` (the slot lock a build inherited). Reads /proc/*/fd,
+    so it sees only processes we may inspect (our own, or all as root)."""
+    import psutil
+
+    found = []
+    for pid in psutil.pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                    process = psutil.Process(pid)
+                    found.append({"pid": pid, "name": process.name(), "state": process.status()})
+                    break
+            except (OSError, psutil.Error):
+                continue
+    return found
+
+
+def _tree(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _holder_data(holder: slots.Holder, settings: slots.SlotSettings, now: float) -> dict[str, object]:
+    import psutil
+
+    tree = _tree(holder.pid) if holder.pid is not None else []
+    rss, stopped = 0, False
+    for process in tree:
+        try:
+            rss += process.memory_info().rss
+            stopped = stopped or process.status() == psutil.STATUS_STOPPED
+        except psutil.Error:
+            pass
+    data: dict[str, object] = {**holder.as_json(), "age_seconds": slots.age(holder.admitted, now), "rss": rss,
+                               "wrapper_alive": bool(tree), "stopped": stopped}
+    if not tree:
+        survivors = _processes_holding(os.path.realpath(settings.lock_dir / f"slot-{holder.slot}.lock"))
+        data["survivors"] = survivors
+        data["stopped"] = any(s["state"] == psutil.STATUS_STOPPED for s in survivors)
+    return data
+
+
+def _waiter_data(entry: slots.Holder, now: float) -> dict[str, object]:
+    state = proc_state(entry.pid) if entry.pid is not None else "?"
+    return {**entry.as_json(), "waiting_seconds": slots.age(entry.queued, now),
+            "stopped": slots.is_stale(entry, now) or state in ("T", "t")}
 
 
 def run(env: dict[str, str], as_json: bool) -> int:
-    import psutil
-
     loaded = config.load(env)
     settings = slots.resolve(loaded, env, create=False)
     pool = tokens.resolve(loaded, settings.lock_dir, settings.shared)
@@ -18,19 +81,11 @@ def run(env: dict[str, str], as_json: bool) -> int:
     now = time.time()
     held = []
     for holder in slots.holders(settings):
-        rss = 0
-        alive = False
-        if holder.pid is not None:
-            try:
-                process = psutil.Process(holder.pid)
-                alive = True
-                rss = sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
-            except psutil.Error:
-                pass
-        held.append({**holder.as_json(), "age_seconds": slots.age(holder.admitted, now), "rss": rss,
-                     "wrapper_alive": alive, "tokens": held_tokens.get(holder.pid or -1, 0),
-                     "waiting_for_token": holder.pid in token_waiters})
-    queue = [{**q.as_json(), "waiting_seconds": slots.age(q.queued, now)} for q in slots.queue_entries(settings)]
+        entry = _holder_data(holder, settings, now)
+        entry["tokens"] = held_tokens.get(holder.pid or -1, 0)
+        entry["waiting_for_token"] = holder.pid in token_waiters
+        held.append(entry)
+    queue = [_waiter_data(entry, now) for entry in slots.queue_entries(settings)]
     reading = host.read(env)
     recent = report.recent(settings.lock_dir, 5)
     data = {
@@ -46,33 +101,73 @@ def run(env: dict[str, str], as_json: bool) -> int:
     if as_json:
         print(json.dumps(data, indent=2))
         return 0
-    # Everything below may come from another user's files: strings are escaped (`printable`),
-    # so no control character reaches this terminal.
-    safe = lockdir.printable
-    print(f"slots: {len(held)}/{settings.ceiling} busy (lock dir {settings.lock_dir})")
-    for h in held:
-        state = "" if h["wrapper_alive"] else " [wrapper gone; build still holds the slot]"
-        command = safe(" ".join(h.get("command", [])))  # type: ignore[arg-type]
-        cpu = " [waiting for a CPU token]" if h["waiting_for_token"] else f", {h['tokens']} CPU tokens"
-        print(f"  slot {h.get('slot')}: pid {h.get('pid')} {safe(str(h.get('user', '?')))} `{command}`"
-              f" in {safe(str(h.get('cwd', '?')))}, {h['age_seconds']}s, RSS {int(str(h['rss'])) >> 20} MiB"
-              f"{cpu}{state}")
-    print(f"queue: {len(queue)} waiting")
-    for position, q in enumerate(queue, start=1):
-        command = safe(" ".join(q.get("command", [])))  # type: ignore[arg-type]
-        print(f"  {position}. pid {q.get('pid')} `{command}` waiting {q['waiting_seconds']}s")
-    print(f"cpu tokens: {sum(held_tokens.values())}/{pool.count} held, {len(token_waiters)} builds waiting "
-          f"for a token (C = {pool.formula})")
-    slot_pids = {h.get("pid") for h in held}
-    for pid, count in sorted(held_tokens.items()):
-        if pid not in slot_pids:
-            print(f"  pid {pid} (a nested build, or a build whose slot record is gone): {count} CPU tokens")
-    mem_kill = "off" if settings.mem_kill is None else f"{settings.mem_kill:g}%"
-    print(f"memory: {reading.used_percent:.0f}% used ({reading.source}); "
-          f"mem_high {settings.mem_high:g}%, mem_kill {mem_kill}")
-    if recent:
-        print("recent runs:")
-        for record in recent:
-            print(f"  exit {record.exit_code} in {record.number('wall_seconds')}s "
-                  f"(waited {record.number('slot_wait_seconds')}s): {record.shown_command}")
+    print("\n".join(render(data, settings)))
     return 0
+
+
+def _seconds(value: object) -> str:
+    return format_duration(float(value)) if isinstance(value, (int, float)) else "?"
+
+
+def _command(entry: dict[str, object]) -> str:
+    command = entry.get("command")
+    return safe(" ".join(str(w) for w in command) if isinstance(command, list) else "?")
+
+
+def safe(value: object) -> str:
+    """Everything shown may come from another user's files (or process names): control
+    characters are escaped (`lockdir.printable`), so none reaches this terminal."""
+    return lockdir.printable(str(value))
+
+
+def render(data: dict[str, Any], settings: slots.SlotSettings) -> list[str]:
+    held, queue = data["holders"], data["queue"]
+    you = (f"you may use all {settings.count}" if settings.count == settings.ceiling
+           else f"you may use {settings.count} of them (CARGO_AGENT_SLOTS)")
+    lines = [f"slots: {len(held)} of {settings.ceiling} busy on this host; {you} (lock dir {settings.lock_dir})"]
+    for h in held:
+        line = (f"  slot {h.get('slot')}: pid {h.get('pid')} {safe(h.get('user', '?'))} `{_command(h)}` "
+                f"in {safe(h.get('cwd', '?'))}, for {_seconds(h.get('age_seconds'))}")
+        if h["wrapper_alive"]:
+            line += f", RSS {format_size(int(h['rss']))}"
+        if h.get("waiting_for_token"):
+            line += " [waiting for a CPU token]"
+        elif "tokens" in h:
+            line += f", {h['tokens']} CPU tokens"
+        if h["stopped"]:
+            line += " [stopped (Ctrl-Z or SIGSTOP): it keeps its slot until it is continued]"
+        lines.append(line)
+        if not h["wrapper_alive"]:
+            survivors = h.get("survivors") or []
+            if survivors:
+                shown = ", ".join(f"pid {s['pid']} {safe(s['name'])} ({s['state']})" for s in survivors[:8])
+                lines.append(f"    its wrapper is gone; still running and holding the slot: {shown}")
+            else:
+                lines.append("    its wrapper is gone; the processes holding the slot are not visible to you")
+    lines.append(f"queue: {len(queue)} waiting")
+    for position, q in enumerate(queue, start=1):
+        usable = q.get("usable")
+        scope = f", may use {usable} of {settings.ceiling} slots" if isinstance(usable, int) else ""
+        flag = " [stopped: skipped by the queue until it continues]" if q["stopped"] else ""
+        lines.append(f"  {position}. pid {q.get('pid')} `{_command(q)}` in {safe(q.get('cwd', '?'))}, "
+                     f"waiting {_seconds(q.get('waiting_seconds'))}{scope}{flag}")
+    cpu = data.get("cpu")
+    if cpu:
+        lines.append(f"cpu tokens: {cpu['held']}/{cpu['tokens']} held, {len(cpu['waiting'])} builds waiting "
+                     f"for a token (C = {cpu['formula']})")
+        slot_pids = {h.get("pid") for h in held}
+        for item in cpu["by_pid"]:
+            if item["pid"] not in slot_pids:
+                lines.append(f"  pid {item['pid']} (a nested build, or a build whose slot record is gone): "
+                             f"{item['tokens']} CPU tokens")
+    memory = data["memory"]
+    mem_kill = "off" if settings.mem_kill is None else f"{settings.mem_kill:g}%"
+    lines.append(f"memory: {memory['used_percent']:.0f}% used ({memory['source']}); "
+                 f"mem_high {settings.mem_high:g}%, mem_kill {mem_kill}")
+    if data["recent"]:
+        lines.append("recent runs:")
+        for record in data["recent"]:
+            lines.append(f"  exit {record.get('exit_code')} after {_seconds(record.get('wall_seconds'))} "
+                         f"(waited {_seconds(record.get('slot_wait_seconds'))}): `{_command(record)}` "
+                         f"in {safe(record.get('cwd', '?'))}")
+    return lines
