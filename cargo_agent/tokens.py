@@ -38,17 +38,19 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
 
 from cargo_agent import jobserver, lockdir
 
+TYPE_CHECKING = False  # typing and pathlib are not imported at run time: the compiling path is timed
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import TypeVar
+
     from cargo_agent.config import Config
     from cargo_agent.supervise import RunSpec
 
-T = TypeVar("T")
+    T = TypeVar("T")
+    Path = str | os.PathLike[str]
 
 TOKEN_PREFIX = "cpu-"
 WAIT_FILE = "cpu-wait.lock"  # held shared by builds waiting for their implicit token
@@ -68,8 +70,8 @@ class Pool:
         self.formula = formula  # how C was found, for --dry-run and --status
         self.shared = shared
 
-    def path(self, k: int) -> Path:
-        return self.lock_dir / f"{TOKEN_PREFIX}{k}.lock"
+    def path(self, k: int) -> str:
+        return os.path.join(self.lock_dir, f"{TOKEN_PREFIX}{k}.lock")
 
 
 def resolve(config: Config, lock_dir: Path, shared: bool) -> Pool:
@@ -119,8 +121,8 @@ class Tokens:
         self.wanting = False
         self._next = os.getpid() % max(1, pool.count)  # builds start their search at different tokens
         try:
-            for path in [*(pool.path(k) for k in range(pool.count)), pool.lock_dir / WAIT_FILE,
-                         pool.lock_dir / WANT_FILE, pool.lock_dir / WAIT_FILE, pool.lock_dir / WANT_FILE]:
+            markers = [os.path.join(pool.lock_dir, name) for name in (WAIT_FILE, WANT_FILE)]
+            for path in [*(pool.path(k) for k in range(pool.count)), *markers, *markers]:
                 self.fds.append(lockdir.open_lock(path, pool.shared))
         except BaseException:
             self.close()
@@ -236,7 +238,7 @@ def held_by(pool: Pool) -> dict[int, int]:
 
 def waiting(pool: Pool) -> list[int]:
     """Pids of builds waiting for their implicit token."""
-    key = _inode(pool.lock_dir / WAIT_FILE)
+    key = _inode(os.path.join(pool.lock_dir, WAIT_FILE))
     return sorted(set(lockdir.lock_holders().get(key, []))) if key else []
 
 
