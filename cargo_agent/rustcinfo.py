@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 from cargo_agent import locations
 from cargo_agent import toolchain as toolchains
 from cargo_agent.errors import UsageError
 
+TYPE_CHECKING = False  # on the compiling path: a cache hit imports neither subprocess nor pathlib
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
-@dataclass(frozen=True)
+
 class RustcInfo:
-    host: str
-    release: str  # e.g. "1.95.0" or "1.97.0-nightly"
+    __slots__ = ("host", "release")
+
+    def __init__(self, host: str, release: str) -> None:
+        self.host = host
+        self.release = release  # e.g. "1.95.0" or "1.97.0-nightly"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RustcInfo) and (self.host, self.release) == (other.host, other.release)
+
+    def __hash__(self) -> int:
+        return hash((self.host, self.release))
+
+    def __repr__(self) -> str:
+        return f"RustcInfo({self.host!r}, {self.release!r})"
 
     @property
     def version(self) -> tuple[int, int]:
@@ -33,24 +44,25 @@ class RustcInfo:
             return (0, 0)
 
 
-def cache_path(env: Mapping[str, str]) -> Path:
-    return Path(locations.cache_dir(env)) / "rustc-info.json"
+def cache_path(env: Mapping[str, str]) -> str:
+    return os.path.join(locations.cache_dir(env), "rustc-info.json")
 
 
 def _cache_key(rustc: str, env: Mapping[str, str], extra: str) -> str:
     name = env.get("RUSTUP_TOOLCHAIN", "")
     directory = toolchains.toolchain_dir(name, env) if name else None
-    binary = Path(directory, "bin", "rustc") if directory else Path(toolchains.which(rustc, env) or rustc)
+    binary = os.path.join(directory, "bin", "rustc") if directory else (toolchains.which(rustc, env) or rustc)
     try:
-        stamp = str(binary.stat().st_mtime_ns)
+        stamp = str(os.stat(binary).st_mtime_ns)
     except OSError:
         stamp = "?"
     return f"{rustc}|{name}|{binary}|{stamp}|{extra}"
 
 
-def _read_cache(path: Path) -> dict[str, object]:
+def _read_cache(path: str) -> dict[str, object]:
     try:
-        cache = json.loads(path.read_text())
+        with open(path, encoding="utf-8") as handle:
+            cache = json.loads(handle.read())
     except (OSError, ValueError):
         return {}
     return cache if isinstance(cache, dict) else {}
@@ -61,6 +73,8 @@ def _cached(env: Mapping[str, str], key: str, compute: list[str]) -> str:
     cache = _read_cache(path)
     if isinstance(cache.get(key), str):
         return str(cache[key])
+    import subprocess
+
     try:
         result = subprocess.run(compute, env=dict(env), capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
@@ -82,19 +96,20 @@ def _cached(env: Mapping[str, str], key: str, compute: list[str]) -> str:
     return result.stdout
 
 
-def _store(path: Path, key: str, value: str) -> None:
+def _store(path: str, key: str, value: str) -> None:
     """Add one entry. Agents that miss at the same time would lose each other's entries in a
     plain read-modify-write, so it runs under a file lock (a cold path: filelock's import and
     polling cost nothing that matters here)."""
     from filelock import FileLock, Timeout
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path.with_name(path.name + ".lock")), timeout=10):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with FileLock(path + ".lock", timeout=10):
             cache = _read_cache(path)
             cache[key] = value
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache))
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(cache))
             os.replace(tmp, path)
     except (OSError, Timeout):
         pass  # a cache we cannot write only costs time
