@@ -38,16 +38,17 @@ Limits and output:
 from __future__ import annotations
 
 import os
-import random
 import resource
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from cargo_agent.errors import EXIT_SIGNAL_BASE, EXIT_TIMEOUT
+
+TYPE_CHECKING = False  # typing and dataclasses are not imported at run time: the compiling path is timed
+if TYPE_CHECKING:
+    from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -92,32 +93,54 @@ def become_subreaper() -> None:
         pass
 
 
-@dataclass
 class RunSpec:
-    cargo: str
-    argv: list[str]
-    env: dict[str, str]
-    limit_as: int | None = None
-    timeout: float | None = None
-    soft_timeout: float | None = None
-    kill_grace: float = 10.0
-    pass_fds: tuple[int, ...] = ()  # handed to cargo (the slot lock): held until the build is gone
-    limit_as_setting: str = "CARGO_AGENT_LIMIT_AS"
-    keep_fds: tuple[int, ...] = ()  # kept open by the supervisor only: released when it exits
+    __slots__ = ("argv", "cargo", "env", "keep_fds", "kill_grace", "limit_as", "limit_as_setting", "pass_fds",
+                 "soft_timeout", "timeout")
+
+    def __init__(self, cargo: str, argv: list[str], env: dict[str, str], limit_as: int | None = None,
+                 timeout: float | None = None, soft_timeout: float | None = None, kill_grace: float = 10.0,
+                 pass_fds: tuple[int, ...] = (), limit_as_setting: str = "CARGO_AGENT_LIMIT_AS",
+                 keep_fds: tuple[int, ...] = ()) -> None:
+        self.cargo = cargo
+        self.argv = argv
+        self.env = env
+        self.limit_as = limit_as
+        self.timeout = timeout
+        self.soft_timeout = soft_timeout
+        self.kill_grace = kill_grace
+        self.pass_fds = pass_fds  # handed to cargo (the slot lock): held until the build is gone
+        self.limit_as_setting = limit_as_setting
+        self.keep_fds = keep_fds  # kept open by the supervisor only: released when it exits
 
 
-@dataclass
 class Outcome:
-    exit_code: int
-    timed_out: bool = False
-    signalled: int | None = None  # a signal we forwarded, or that killed cargo
-    stopped: int = 0  # processes cargo-agent had to stop
-    stderr_tail: str = ""
-    peak_rss: int = 0
-    memory_killed: bool = False
-    program_started: bool = False  # a test or program ran (the build phase was over)
-    running: list[str] = field(default_factory=list)  # what was running when it was stopped
-    wrapper_stops: int = 0  # times the build was stopped (Ctrl-Z, SIGSTOP of the caller)
+    """How one supervised run ended; crosses from the supervisor to the wrapper as JSON."""
+
+    __slots__ = ("exit_code", "memory_killed", "peak_rss", "program_started", "running", "signalled", "stderr_tail",
+                 "stopped", "timed_out", "wrapper_stops")
+
+    def __init__(self, exit_code: int, timed_out: bool = False, signalled: int | None = None, stopped: int = 0,
+                 stderr_tail: str = "", peak_rss: int = 0, memory_killed: bool = False,
+                 program_started: bool = False, running: list[str] | None = None, wrapper_stops: int = 0) -> None:
+        self.exit_code = exit_code
+        self.timed_out = timed_out
+        self.signalled = signalled  # a signal we forwarded, or that killed cargo
+        self.stopped = stopped  # processes cargo-agent had to stop
+        self.stderr_tail = stderr_tail
+        self.peak_rss = peak_rss
+        self.memory_killed = memory_killed
+        self.program_started = program_started  # a test or program ran (the build phase was over)
+        self.running = running if running is not None else []  # what was running when it was stopped
+        self.wrapper_stops = wrapper_stops  # times the build was stopped (Ctrl-Z, SIGSTOP of the caller)
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Outcome) and self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.as_dict()!r})"
 
 
 def format_duration(seconds: float) -> str:
@@ -421,6 +444,8 @@ def retryable(outcome: Outcome, subcommand: str | None) -> str | None:
 
 def backoff(attempt: int) -> float:
     """Jittered exponential backoff: about 0.5 s, 1 s, 2 s, ..."""
+    import random
+
     return 0.5 * (2.0 ** attempt) * random.uniform(0.5, 1.5)
 
 
@@ -962,7 +987,7 @@ class _Supervisor:
             outcome.exit_code = code or 0
         import json
 
-        self.report("O" + json.dumps(asdict(outcome)))
+        self.report("O" + json.dumps(outcome.as_dict()))
 
     @staticmethod
     def _exe(pid: int) -> str:
