@@ -137,7 +137,7 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
             cpu.release()
         slot.release()
         released_at = slot.released_at or time.time()
-    shown = phases.shown_command(env)
+    shown = phases.shown_command(env) if outcome.timed_out or outcome.memory_killed else ""
     if outcome.timed_out:
         _report_timeout(command, outcome, config, shown)
     elif outcome.memory_killed:

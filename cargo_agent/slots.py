@@ -276,10 +276,10 @@ def age(since: float | None, now: float) -> float | None:
 
 
 def holder_meta(command: list[str], cwd: Path) -> dict[str, object]:
-    import getpass
+    import pwd  # the real uid's name: an environment variable could name anyone
 
     try:
-        user = getpass.getuser()
+        user = pwd.getpwuid(os.getuid()).pw_name
     except (KeyError, OSError):
         user = str(os.getuid())
     return {"pid": os.getpid(), "user": user, "command": command, "cwd": str(cwd), "admitted": time.time()}

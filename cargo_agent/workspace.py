@@ -131,7 +131,16 @@ def _string_list(data: dict[str, Any], key: str, path: str) -> list[str]:
 def _expand(root: str, patterns: list[str]) -> list[str]:
     dirs: list[str] = []
     for pattern in patterns:
-        if is_glob(pattern):
+        parent, _, last = pattern.rstrip("/").rpartition("/")
+        if last == "*" and not is_glob(parent):
+            # `crates/*`, the usual pattern: what glob would list (no hidden entries), without
+            # importing glob, fnmatch and re on every compiling call.
+            try:
+                matches = sorted(os.path.join(parent, e) if parent else e
+                                 for e in os.listdir(_join(root, parent)) if not e.startswith("."))
+            except OSError:
+                matches = []
+        elif is_glob(pattern):
             import glob
 
             matches = sorted(glob.glob(pattern, root_dir=root))
