@@ -646,6 +646,8 @@ def judge(command: CommandLine, path: Path, context: Context) -> Iterator[Findin
         program, rest = found.program, found.args
         if program == "cargo" and rest[:1] == ["agent"]:  # `cargo agent ...` is cargo-agent
             program, rest = "cargo-agent", rest[1:]
+        elif program == "cargo" and rest[:1] and rest[0].startswith("+") and rest[1:2] == ["agent"]:
+            program, rest = "cargo-agent", [rest[0], *rest[2:]]  # `cargo +nightly agent ...` too
         try:
             parsed = argv_model.parse(rest)
             parsed = argv_model.expand_aliases(parsed, context.lookup)

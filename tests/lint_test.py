@@ -60,6 +60,8 @@ CASES = [
     ("s.sh", "timeout 600 cargo build -p a\n", ["CA001"]),
     ("s.sh", "/usr/bin/cargo build\n", ["CA001"]),
     ("s.sh", "cargo agent test\n", ["CA002"]),
+    ("s.sh", "cargo +nightly agent check -p a\n", []),
+    ("s.sh", "cargo +nightly agent test\n", ["CA002"]),
     # Makefile and justfile
     ("Makefile", "test:\n\tcargo test -p a\n\t@cargo-agent build\n", ["CA001"]),
     ("Makefile", "all:\n\t-cargo clippy --all-targets\n", ["CA001", "CA003"]),
