@@ -54,19 +54,33 @@ class SlotSettings:
     mem_high: float
     mem_kill: float | None
     wait_timeout: float | None
+    pressure_high: float | None = None
+    pressure_kill: float | None = None
+
+
+def learned_per_build(lock_dir: Path) -> int | None:
+    """A typical (median) build peak among recent runs in this lock dir's run log, if any."""
+    from cargo_agent import report
+
+    return report.learned_peak(lock_dir, typical=True) if lock_dir.is_dir() else None
 
 
 def auto_slots(config: Config, env: Mapping[str, str], per_build: int | None = None,
-               reserve: int | None = None) -> tuple[int, str]:
+               reserve: int | None = None, lock_dir: Path | None = None) -> tuple[int, str]:
+    """N from the memory limit in force and cores; per build, the median recent peak in the
+    run log once there is one (admission sees to the big builds), else `per_build_memory`."""
     cores = host.cores
-    total = host.total_memory(env)
-    per_build = int(config["per_build_memory"] if per_build is None else per_build)
+    limit = host.in_force()
+    total = limit.limit
+    learned = learned_per_build(lock_dir) if lock_dir is not None else None
+    per_build = learned or int(config["per_build_memory"] if per_build is None else per_build)
     reserve = int(config["host_reserve"] if reserve is None else reserve)
-    by_memory = max(1, (total - reserve) // per_build)
+    by_memory = max(1, (total - reserve) // max(1, per_build))
     n = max(1, min(by_memory, cores()))
     gib = 1 << 30
-    formula = (f"min(floor(({total / gib:.1f}G total - {reserve / gib:g}G reserve) / "
-               f"{per_build / gib:g}G per build) = {by_memory}, {cores()} cores) = {n}")
+    what = "median of recent runs" if learned else "per_build_memory"
+    formula = (f"min(floor(({total / gib:.1f}G {limit.source} - {reserve / gib:g}G reserve) / "
+               f"{per_build / gib:.2f}G per build ({what})) = {by_memory}, {cores()} cores) = {n}")
     return n, formula
 
 
@@ -88,7 +102,7 @@ def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> Slot
         count = ceiling
     else:
         ceiling, formula = auto_slots(config, env, config.baseline("per_build_memory"),
-                                      config.baseline("host_reserve"))
+                                      config.baseline("host_reserve"), lock_dir)
         own = (config["per_build_memory"], config["host_reserve"])
         tighter = own != (config.baseline("per_build_memory"), config.baseline("host_reserve"))
         count = min(ceiling, auto_slots(config, env)[0]) if tighter else ceiling
@@ -98,7 +112,7 @@ def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> Slot
             _say_clamped(config, requested, ceiling)
         count = min(count, requested)
     return SlotSettings(lock_dir, count, ceiling, shared, formula, float(config["mem_high"]),
-                        config["mem_kill"], config["wait_timeout"])
+                        config["mem_kill"], config["wait_timeout"], config["pressure_high"], config["pressure_kill"])
 
 
 def _say_clamped(config: Config, requested: int, ceiling: int) -> None:
@@ -127,7 +141,7 @@ class Holder:
     hold anything: a field of the wrong type reads as missing, a file that is not a JSON object
     reads as empty, and either is `malformed` (reported by --doctor, ignored everywhere else)."""
 
-    __slots__ = ("admitted", "command", "cwd", "malformed", "pid", "queued", "seq", "slot", "user")
+    __slots__ = ("admitted", "command", "cwd", "malformed", "pid", "predicted", "queued", "seq", "slot", "user")
 
     def __init__(self, data: object = None, malformed: bool = False) -> None:
         fields = data if isinstance(data, dict) else {}
@@ -141,8 +155,9 @@ class Holder:
         self.command = [w for w in command if isinstance(w, str)] if isinstance(command, list) else []
         self.admitted = _number(fields.get("admitted"))
         self.queued = _number(fields.get("queued"))
+        self.predicted = _whole(fields.get("predicted"))  # predicted peak memory, bytes
         wrong_type = any(fields.get(name) is not None and getattr(self, name) is None
-                         for name in ("pid", "slot", "seq", "user", "cwd", "admitted", "queued"))
+                         for name in ("pid", "slot", "seq", "user", "cwd", "admitted", "queued", "predicted"))
         if wrong_type or (command is not None and (not isinstance(command, list) or len(self.command) != len(command))):
             self.malformed = True  # a field of the wrong type: still read, but named by --doctor
 
@@ -512,7 +527,7 @@ def queue_entries(settings: SlotSettings) -> list[Holder]:
         entry = Holder.read(path)
         entry.seq = seq
         entries.append(entry)
-    return entries
+    return sorted([*entries, *_asides(settings, 1 << 62)], key=lambda e: e.seq or 0)
 
 
 @dataclass
@@ -564,9 +579,14 @@ def _wait_on(fd: int, timeout: float | None) -> bool:
     return done.wait(timeout)
 
 
-def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[str, str]) -> Slot:
-    """Wait in FIFO order for a slot (and for memory below mem_high); raise on wait timeout."""
+def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[str, str],
+            predicted: int | None = None) -> Slot:
+    """Wait in FIFO order for a slot, and for memory (see `memory_verdict`); raise on wait
+    timeout. `predicted` is this command's predicted peak memory in bytes."""
     meta = holder_meta(command, cwd)
+    if predicted is not None:
+        meta["predicted"] = predicted
+    aside = False
     progress = _Progress(settings)
     deadline = progress.started + settings.wait_timeout if settings.wait_timeout else None
     queued_at = time.time()
@@ -595,24 +615,27 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
             while True:  # the head polls the slots
                 if watch.moved() or not fds:
                     ticket, fds = watch.follow(ticket, meta, fds)
-                reading = host.read(env)
                 reason = None
-                if reading.used_percent > settings.mem_high:
-                    reason = (f"memory at {reading.used_percent:.0f}% is above mem_high "
-                              f"{settings.mem_high:g}% ({reading.source})")
-                elif watch.unregistered():
+                if watch.unregistered():
                     reason = "builds of the replaced lock dir have not taken a slot in the new one yet"
                 else:
                     for k, fd in fds.items():
-                        if lockdir.try_lock(fd) and not watch.moved():
-                            record = {**meta, "slot": k, "admitted": time.time()}
-                            meta_path = watch.record(settings.lock_dir / f"slot-{k}.json", record)
-                            slot = Slot(k, fd, settings.lock_dir / f"slot-{k}.lock", settings,
-                                        waited=time.monotonic() - progress.started, meta_path=meta_path,
-                                        queued_at=queued_at, admitted_at=time.time(),
-                                        dir_identity=watch.identity, record=record)
-                            del fds[k]
-                            return slot
+                        if not lockdir.try_lock(fd):
+                            continue
+                        if not watch.moved():
+                            reason, too_big, record, meta_path = _decide(settings, env, predicted, ticket, meta,
+                                                                         k, watch)
+                            if reason is None:
+                                slot = Slot(k, fd, settings.lock_dir / f"slot-{k}.lock", settings,
+                                            waited=time.monotonic() - progress.started, meta_path=meta_path,
+                                            queued_at=queued_at, admitted_at=time.time(),
+                                            dir_identity=watch.identity, record=record)
+                                del fds[k]
+                                return slot
+                            if too_big and not aside:
+                                ticket, aside = _step_aside(settings, ticket, meta), True
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        break
                 _check_deadline(deadline, settings, ticket, reason)
                 progress.update(ticket, reason)
                 time.sleep(HEAD_POLL_SECONDS if reason is None else 0.2)
@@ -625,6 +648,99 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
             lockdir.remove(ticket.path)
         os.close(ticket.fd)
         watch.close()
+
+
+# ---- memory admission ----------------------------------------------------------------
+
+def _step_aside(settings: SlotSettings, ticket: Ticket, meta: dict[str, object]) -> Ticket:
+    """A head whose predicted peak does not fit lets the queue behind it move: its ticket
+    becomes a flock'ed `.aside` marker (not a ticket: nobody waits on it), and it goes on
+    polling. Heads behind it are admitted only while it still does not fit."""
+    path = ticket.path.with_suffix(".aside")
+    lockdir.remove(path)
+    fd = lockdir.open_file(path, os.O_RDWR, lockdir.file_mode(settings.shared), exclusive=True)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    lockdir.write_fd(fd, json.dumps({**meta, "queued": time.time()}).encode(), path)
+    lockdir.remove(ticket.path)  # the next waiter now becomes the head
+    os.close(ticket.fd)
+    return Ticket(ticket.seq, fd, path)
+
+
+def _asides(settings: SlotSettings, before: int) -> list[Holder]:
+    """Live step-aside markers of waiters queued before `before`, oldest first."""
+    queue = settings.lock_dir / "queue"
+    try:
+        names = sorted(os.listdir(queue))
+    except OSError:
+        return []
+    locks = lockdir.locked_inodes()
+    found = []
+    for name in names:
+        seq_text = name.split("-", 1)[0]
+        if name.endswith(".aside") and seq_text.isdigit() and int(seq_text) < before \
+                and lockdir.is_locked(queue / name, locks):
+            entry = Holder.read(queue / name)
+            entry.seq = int(seq_text)
+            found.append(entry)
+    return found
+
+
+def memory_verdict(settings: SlotSettings, env: Mapping[str, str], predicted: int | None,
+                   seq: int | None = None) -> tuple[str | None, bool]:
+    """(why a build may not start now, or None; whether its prediction is what does not fit).
+
+    Held back while memory or I/O pressure is above `pressure_high`, while memory use is
+    above `mem_high`, or while the predicted peak does not fit under `mem_high` of the limit
+    in force next to what the running builds are predicted to still need (their predicted
+    peak minus their tree's RSS now). With no build running, a build is admitted whatever its
+    prediction (it could never fit otherwise). Earlier waiters that stepped aside go first
+    as soon as they fit."""
+    if settings.pressure_high is not None:
+        pressure = host.pressure(env)
+        for what, value in (("memory pressure (PSI some avg10)", pressure.memory_some),
+                            ("I/O pressure (PSI full avg10)", pressure.io_full)):
+            if value > settings.pressure_high:
+                return (f"{what} at {value:.0f}% is above pressure_high {settings.pressure_high:g}% "
+                        f"({pressure.source})", False)
+    reading = host.read(env)
+    if reading.used_percent > settings.mem_high:
+        return (f"memory at {reading.used_percent:.0f}% is above mem_high {settings.mem_high:g}% "
+                f"({reading.source})", False)
+    if predicted is None or not reading.total:
+        return None, False
+    held = holders(settings)
+    if not held:
+        return None, False
+    budget = int(reading.total * settings.mem_high / 100)
+    rss = host.tree_rss([h.pid for h in held if h.pid is not None])
+    still = sum(max(0, (h.predicted or 0) - rss.get(h.pid or 0, 0)) for h in held)
+    for earlier in _asides(settings, seq if seq is not None else 1 << 62):
+        if earlier.predicted is not None and reading.used + still + earlier.predicted <= budget:
+            return (f"an earlier build predicted at {earlier.predicted >> 20} MiB fits now and goes first", False)
+    if reading.used + still + predicted > budget:
+        return (f"predicted peak {predicted >> 20} MiB does not fit: {reading.used >> 20} MiB used + "
+                f"{still >> 20} MiB still needed by {len(held)} running builds > {budget >> 20} MiB "
+                f"(mem_high {settings.mem_high:g}% of {reading.total >> 20} MiB, {reading.source})", True)
+    return None, False
+
+
+def _decide(settings: SlotSettings, env: Mapping[str, str], predicted: int | None, ticket: Ticket,
+            meta: dict[str, object], k: int, watch: LockDirWatch
+            ) -> tuple[str | None, bool, dict[str, object] | None, Path | None]:
+    """With slot k locked: the memory verdict and, on admission, the holder record (and where it
+    was written), under the queue mutex, so that two waiters (a head and one that stepped aside)
+    never both take the same room."""
+    mutex = lockdir.open_lock(settings.lock_dir / "queue.lock", settings.shared)
+    try:
+        if not lockdir.lock_within(mutex, settings.wait_timeout):
+            return "the queue mutex is held by another process", False, None, None
+        reason, too_big = memory_verdict(settings, env, predicted, ticket.seq, k)
+        if reason is not None:
+            return reason, too_big, None, None
+        record = {**meta, "slot": k, "admitted": time.time()}
+        return None, False, record, watch.record(settings.lock_dir / f"slot-{k}.json", record)
+    finally:
+        os.close(mutex)
 
 
 def _check_deadline(deadline: float | None, settings: SlotSettings, ticket: Ticket, reason: str | None = None) -> None:
@@ -640,7 +756,8 @@ def _check_deadline(deadline: float | None, settings: SlotSettings, ticket: Tick
 
 
 def newest_holder_pid(settings: SlotSettings) -> int | None:
+    """The most recently admitted holder, when there are several (the oldest is never it)."""
     held = [h for h in holders(settings) if h.admitted is not None]
-    if not held:
+    if len(held) < 2:
         return None
     return max(held, key=lambda h: h.admitted or 0.0).pid

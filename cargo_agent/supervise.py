@@ -229,15 +229,30 @@ def _reap() -> None:
             return
 
 
+def _set_limit_as(limit_as: int | None) -> None:
+    """RLIMIT_AS for the child; never raises (an exception in a pre-exec hook is a traceback).
+    Where the hard limit cannot be raised (no privileges), the child stays under it."""
+    wanted = resource.RLIM_INFINITY if limit_as is None else limit_as
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (wanted, wanted))
+        return
+    except (OSError, ValueError):
+        pass
+    try:
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        infinite = resource.RLIM_INFINITY
+        soft = hard if wanted == infinite else wanted if hard == infinite else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    except (OSError, ValueError):
+        pass
+
+
 def _preexec(limit_as: int | None) -> Callable[[], None]:
     def setup() -> None:
         os.setsid()
         # If cargo-agent dies, cargo is told to stop; the rest of the build keeps the slot lock.
         _libc().prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if limit_as is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
-        else:
-            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        _set_limit_as(limit_as)
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
 

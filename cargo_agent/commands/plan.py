@@ -12,7 +12,8 @@ from cargo_agent import envshape, policy, slots, toolchain
 
 def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: toolchain.Toolchain,
                 slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str, limit_as: int | None,
-                config: settings.Config, env: dict[str, str], as_json: bool) -> None:
+                config: settings.Config, env: dict[str, str], as_json: bool,
+                memory: dict[str, dict[str, object]] | None = None) -> None:
     env_items: list[dict[str, str | None]] = [
         {"name": c.name.split(" ", 1)[1], "before": c.before, "after": c.after, "why": c.why}
         for c in shaped.changes if c.name.startswith("env ")]
@@ -30,6 +31,7 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
                   "lock_dir": str(slot_settings.lock_dir), "shared": slot_settings.shared,
                   "mem_high": slot_settings.mem_high, "mem_kill": slot_settings.mem_kill,
                   "wait_timeout": slot_settings.wait_timeout},
+        "memory": memory or {},
         "limits": {"limit_as": limit_as, "timeout": config["timeout"], "kill_grace": config["kill_grace"],
                    "retries": config["retries"]},
         "env": env_items,
@@ -54,6 +56,15 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
                f"N = {slot_settings.formula}")
     out.append(f"memory:    wait above {slot_settings.mem_high:g}%, "
                f"kill guard {'off' if slot_settings.mem_kill is None else f'{slot_settings.mem_kill:g}%'}")
+    if memory:
+        limit, prediction, links = memory["limit"], memory["prediction"], memory["link_slots"]
+        out.append(f"limit:     {_mib(limit['bytes'])} in force, {_mib(limit['used'])} used ({limit['source']})")
+        out.append(f"predicted: peak {_mib(prediction['peak'])} ({prediction['source']})")
+        out.append(f"links:     {links['count']} link slots; L = {links['formula']}")
+        psi = memory["pressure"]
+        out.append(f"pressure:  memory some {psi['memory_some']}%, full {psi['memory_full']}%; I/O full "
+                   f"{psi['io_full']}% ({psi['source']}); hold above {psi['pressure_high'] or 'off'}%, "
+                   f"kill guard above {psi['pressure_kill'] or 'off'}% full memory pressure")
     out.append(f"limits:    RLIMIT_AS {limit_as if limit_as else 'unlimited'}, timeout {config['timeout'] or 'none'}")
     for item in env_items:
         out.append(f"env:       {item['name']}={item['after']!r} (was {item['before']!r}): {item['why']}")
@@ -67,3 +78,7 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
             out.append(f"setting:   {config.explain(setting.key)}")
     out.append("argv:      " + shlex.join([cargo, *shaped.argv]))
     print("\n".join(out))
+
+
+def _mib(value: object) -> str:
+    return f"{int(str(value)) >> 20} MiB"
