@@ -123,9 +123,12 @@ def _config_wrapper(cargo_config: CargoConfig, cwd: str) -> str | None:
 
 def user_wrapper(env: Mapping[str, str], cargo_config: CargoConfig, cwd: str) -> str | None:
     """The rustc wrapper cargo would run (RUSTC_WRAPPER beats CARGO_BUILD_RUSTC_WRAPPER, which
-    beats build.rustc-wrapper; an empty value means none)."""
+    beats build.rustc-wrapper; an empty value means none). Inside a build cargo-agent already
+    shaped (a nested build), RUSTC_WRAPPER is our own: the user's is the one it chains to."""
     for name in ("RUSTC_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"):
         if name in env:
+            if os.path.basename(env[name]) == WRAPPER_NAME:
+                return env.get(CHAIN_ENV) or None
             return env[name] or None
     return _config_wrapper(cargo_config, cwd)
 

@@ -7,7 +7,8 @@ highest sampled sum of RSS over the tree, or the kernel's exit accounting of the
 waited-for process where that is higher, as on runs too short to sample) under a key of
 workspace, subcommand, profile and package set. A command's predicted peak is the highest
 peak among the last PREDICTION_RUNS runs with the same key; a command never seen before is
-predicted at `per_build_memory`. The link gate records each link's peak the same way.
+predicted at `per_build_memory`. The link gate records each link's peak the same way. Auto
+slots use the median recent build peak, link slots the highest recent link peak.
 """
 
 from __future__ import annotations
@@ -191,10 +192,15 @@ def predict(lock_dir: Path, key: Mapping[str, object], default: int) -> Predicti
                       "of this command", len(recent_peaks))
 
 
-def learned_peak(lock_dir: Path, name: str = RUNS) -> int | None:
-    """The highest peak among the last LEARNED_RUNS records of a log, or None without any."""
-    peaks = [r.peak for r in recent(lock_dir, LEARNED_RUNS, name) if r.peak and not r.data.get("nested")]
-    return max((p for p in peaks if p is not None), default=None)
+def learned_peak(lock_dir: Path, name: str = RUNS, typical: bool = False) -> int | None:
+    """Among the last LEARNED_RUNS records of a log: the highest peak, or with `typical` the
+    median one (None without any). Auto slots size for a typical build (admission sees to
+    the big ones); link slots for the biggest link (a link cannot be held back once started)."""
+    peaks = sorted(p for p in (r.peak for r in recent(lock_dir, LEARNED_RUNS, name) if not r.data.get("nested"))
+                   if p is not None)
+    if not peaks:
+        return None
+    return peaks[len(peaks) // 2] if typical else peaks[-1]
 
 
 # ---- the summary ---------------------------------------------------------------------

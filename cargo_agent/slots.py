@@ -686,7 +686,7 @@ def _asides(settings: SlotSettings, before: int) -> list[Holder]:
 
 
 def memory_verdict(settings: SlotSettings, env: Mapping[str, str], predicted: int | None,
-                   seq: int | None = None) -> tuple[str | None, bool]:
+                   seq: int | None = None, own_slot: int | None = None) -> tuple[str | None, bool]:
     """(why a build may not start now, or None; whether its prediction is what does not fit).
 
     Held back while memory or I/O pressure is above `pressure_high`, while memory use is
@@ -708,7 +708,7 @@ def memory_verdict(settings: SlotSettings, env: Mapping[str, str], predicted: in
                 f"({reading.source})", False)
     if predicted is None or not reading.total:
         return None, False
-    held = holders(settings)
+    held = [h for h in holders(settings) if h.slot != own_slot]  # the slot we try-locked is not a build
     if not held:
         return None, False
     budget = int(reading.total * settings.mem_high / 100)
