@@ -6,8 +6,8 @@ cost of cargo-agent's RUSTC_WRAPPER per rustc call.
 Storm: K checkouts of one workspace (each with its own target dir, as separate agents have), all
 started at once with `build --tests` (libraries, binaries and test binaries: many links):
 - bare cargo;
-- today's settings: cargo-agent from the `main` checkout (TODAY_REPO, default /work/main), with
-  its defaults (auto slots, mem_high, the lld thread cap in rustflags);
+- today's settings: cargo-agent as of TODAY_REV (CARGO_AGENT_BENCH_TODAY_REV, default the revision
+  before the link gate), with its defaults (auto slots, mem_high, the lld thread cap in rustflags);
 - link gate + learned admission: this checkout's cargo-agent, after one training storm whose run
   log it learns from (targets are cleaned in between; the measured storm starts cold on disk).
 For each: makespan, peak host memory above the level before launch (MemTotal - MemAvailable,
@@ -44,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-TODAY_REPO = Path(os.environ.get("CARGO_AGENT_BENCH_TODAY", "/work/main"))
+# "Today's settings": cargo-agent as of this git revision (before the link gate), exported with
+# `git archive`, so that a working tree being edited meanwhile cannot get in the way.
+TODAY_REV = os.environ.get("CARGO_AGENT_BENCH_TODAY_REV", "e337cbe")
 LINKERS = {"rust-lld", "ld", "ld.bfd", "ld.gold", "mold", "ld.mold"}
 
 
@@ -225,9 +227,10 @@ def storms(root: Path, work: Path, builds: int) -> dict[str, Any]:
     base["CARGO_AGENT_MEM_KILL"] = "off"  # the bench host is shared: never stop a build for others' use
     results: dict[str, Any] = {}
     results["bare cargo"] = storm(checkouts, ["cargo"], base)
-    if (TODAY_REPO / "cargo_agent").is_dir():
-        command, env = _agent(TODAY_REPO, work / "locks-today", base)
-        results[f"today's settings ({TODAY_REPO} {_rev(TODAY_REPO)})"] = storm(checkouts, command, env)
+    today = _export(TODAY_REV, work / "today")
+    if today is not None:
+        command, env = _agent(today, work / "locks-today", base)
+        results[f"today's settings ({TODAY_REV})"] = storm(checkouts, command, env)
     command, env = _agent(REPO, work / "locks-gate", base)
     training = storm(checkouts, command, env)  # fills the run log and the link log
     results["link gate + learned admission"] = storm(checkouts, command, env)
@@ -236,9 +239,15 @@ def storms(root: Path, work: Path, builds: int) -> dict[str, Any]:
     return results
 
 
-def _rev(repo: Path) -> str:
-    done = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or "?"
+def _export(rev: str, into: Path) -> Path | None:
+    """The package as of `rev`, from this repository's history; None if there is no such rev."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "cargo_agent"], capture_output=True)
+    if archive.returncode != 0:
+        print(f"bench: no revision {rev}: {archive.stderr.decode().strip()}", file=sys.stderr)
+        return None
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 def _learned(lock_dir: Path) -> dict[str, Any]:

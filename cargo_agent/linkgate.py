@@ -174,11 +174,12 @@ def install(shaped: Shaped, cargo_config: CargoConfig, config: Config, lock_dir:
         return notes
     since = LLD_BY_DEFAULT.get(host)
     lld = since is not None and version >= since
-    parallel = limit_as is not None and asks_for_parallel_frontend(cargo_config, env)
-    if parallel:
+    # Under RLIMIT_AS the wrapper overrides any `-Z threads=N` it sees, whatever set it; the
+    # note is for the rustflags sources cargo-agent can read.
+    parallel = limit_as is not None
+    if limit_as is not None and asks_for_parallel_frontend(cargo_config, env):
         note = (f"rustflags ask for rustc's parallel frontend (-Z threads), which fails under RLIMIT_AS: "
-                f"this build runs without it (limit_as = {limit_as >> 20}M; set limit_as = 'unlimited' to keep it)"
-                if limit_as is not None else "")
+                f"this build runs without it (limit_as = {limit_as >> 20}M; set limit_as = 'unlimited' to keep it)")
         shaped.notes.append(note)
         notes.append(note)
     chain = user_wrapper(env, cargo_config, cwd)
