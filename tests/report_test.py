@@ -101,17 +101,21 @@ def test_auto_slots_and_link_slots_use_learned_figures(tmp_path: Path, run_agent
     assert "256M per link (learned from recent links)" in text
 
 
-def test_an_auto_sized_slot_count_follows_learning_but_a_hand_written_one_stays(
-        tmp_path: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str], virtual_ws: Path) -> None:
+def test_auto_slots_follow_what_the_run_log_learns(tmp_path: Path, run_agent: RunAgent,
+                                                   fake_cargo_env: dict[str, str], virtual_ws: Path) -> None:
     lock_dir = Path(fake_cargo_env["CARGO_AGENT_LOCK_DIR"])
-    assert run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env).returncode == 0
-    first = int((lock_dir / "slots").read_text())
-    (lock_dir / "runs.jsonl").write_text(_record(KEY, 1 << 50))  # a build that would fill any host
-    assert run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env).returncode == 0
-    assert int((lock_dir / "slots").read_text()) == 1 and (lock_dir / "slots.auto").read_text() == "1\n"
-    (lock_dir / "slots").write_text(f"{first + 3}\n")  # an operator's count
-    assert run_agent("build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env).returncode == 0
-    assert int((lock_dir / "slots").read_text()) == first + 3
+    lock_dir.mkdir(mode=0o700)
+
+    def planned() -> dict[str, object]:
+        plan = run_agent("--dry-run", "--json", "build", "-p", "alpha", cwd=virtual_ws, env=fake_cargo_env)
+        return dict(json.loads(plan.stdout)["slots"])
+
+    (lock_dir / "runs.jsonl").write_text(_record(KEY, 1 << 20) * 3)  # small builds: as many as cores
+    small = planned()
+    (lock_dir / "runs.jsonl").write_text(_record(KEY, 1 << 50) * 3)  # builds that would fill any host
+    big = planned()
+    assert big["ceiling"] == 1 and "per build (median of recent runs)" in str(big["formula"])
+    assert int(str(small["ceiling"])) >= 1 and "0.00G per build (median of recent runs)" in str(small["formula"])
 
 
 # ---- history drives admission (real cargo) ---------------------------------------------
