@@ -217,11 +217,7 @@ def slot_count(config: Config, lock_dir: Path, env: Mapping[str, str]) -> tuple[
 # ---- the slots -----------------------------------------------------------------------
 
 def _slot_files(lock_dir: str) -> list[str]:
-    try:
-        names = os.listdir(lock_dir)
-    except OSError:
-        return []
-    return sorted(n for n in names if n.startswith("link-") and n.endswith(".lock"))
+    return sorted(n for n in lockdir.listdir(lock_dir) if n.startswith("link-") and n.endswith(".lock"))
 
 
 def held_by_ancestor(lock_dir: str) -> bool:
@@ -284,10 +280,7 @@ def holders(lock_dir: str) -> list[LinkHolder]:
 
 def waiters(lock_dir: str) -> list[LinkHolder]:
     directory = os.path.join(lock_dir, LINK_WAITS)
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return []
+    names = sorted(lockdir.listdir(directory))
     locks = lockdir.locked_inodes()
     return [LinkHolder.read(os.path.join(directory, n)) for n in names
             if n.endswith(".json") and lockdir.is_locked(os.path.join(directory, n), locks)]

@@ -669,10 +669,7 @@ def _step_aside(settings: SlotSettings, ticket: Ticket, meta: dict[str, object])
 def _asides(settings: SlotSettings, before: int) -> list[Holder]:
     """Live step-aside markers of waiters queued before `before`, oldest first."""
     queue = settings.lock_dir / "queue"
-    try:
-        names = sorted(os.listdir(queue))
-    except OSError:
-        return []
+    names = sorted(lockdir.listdir(queue))
     locks = lockdir.locked_inodes()
     found = []
     for name in names:
