@@ -10,11 +10,15 @@ started at once with `build --tests` (libraries, binaries and test binaries: man
   before the link gate), with its defaults (auto slots, mem_high, the lld thread cap in rustflags);
 - link gate + learned admission: this checkout's cargo-agent, after one training storm whose run
   log it learns from (targets are cleaned in between; the measured storm starts cold on disk).
-For each: makespan, peak host memory above the level before launch (MemTotal - MemAvailable,
-sampled every 50 ms: the host is shared, so other work shows too), the peak sum of RSS over the
-builds' process trees, the most links running at once (processes named rust-lld, ld or mold),
-and every build's exit code (all under the default RLIMIT_AS for the cargo-agent rows, so the
-table also shows that the default limit fails no build that succeeds bare).
+Every storm runs inside a cgroup v1 memory cgroup limited to --cgroup-limit (default 1G; 0: no
+cgroup), as an agent container would: memory is where builds die, and there the kernel's OOM
+killer is what ends a build that does not fit. For each: makespan, the cgroup's peak charge
+(memory.max_usage_in_bytes) and its OOM kills, peak host memory above the level before launch
+(MemTotal - MemAvailable, sampled every 50 ms: the host is shared, so other work shows too), the
+peak sum of RSS over the builds' process trees, the most links running at once (processes named
+rust-lld, ld or mold), and every build's exit code (all under the default RLIMIT_AS for the
+cargo-agent rows, so the table also shows that the default limit fails no build that succeeds
+bare).
 
 Fixture: `bench.realcrates` (real crates from Debian's librust-*-dev packages) when that module
 is there, else a generated path-only workspace of memory-heavy members (many monomorphized
@@ -24,8 +28,8 @@ Wrapper cost: the wrapper (a POSIX sh script) against a direct exec, with a no-o
 real rustc command line, per call; times the number of rustc calls of one clean build, as a
 share of that build's wall time.
 
-Results go to bench/results-memory.json only with --save (else to a temporary file). Nothing
-here asserts a time.
+Results go to bench/out/results-memory.json (ignored by git), or with --save to the tracked
+bench/results-memory.json. Nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 # "Today's settings": cargo-agent as of this git revision (before the link gate), exported with
 # `git archive`, so that a working tree being edited meanwhile cannot get in the way.
-TODAY_REV = os.environ.get("CARGO_AGENT_BENCH_TODAY_REV", "e337cbe")
+TODAY_REV = os.environ.get("CARGO_AGENT_BENCH_TODAY_REV", "ded1b49")
 LINKERS = {"rust-lld", "ld", "ld.bfd", "ld.gold", "mold", "ld.mold"}
 
 
@@ -187,12 +191,59 @@ class Sampler(threading.Thread):
 
 # ---- the storm -------------------------------------------------------------------------
 
+class Cgroup:
+    """A cgroup v1 memory cgroup below our own, limited to `limit` bytes; removed by `close`."""
+
+    def __init__(self, limit: int) -> None:
+        sys.path.insert(0, str(REPO))
+        from cargo_agent import host
+
+        dirs = host._cgroup_dirs("/proc", v2=False)
+        if not dirs:
+            raise OSError("no cgroup v1 memory controller")
+        self.path = Path(dirs[0]) / f"cargo-agent-bench-{os.getpid()}"
+        self.path.mkdir()
+        (self.path / "memory.limit_in_bytes").write_text(str(limit))
+        self.limit = limit
+
+    def reset(self) -> None:
+        (self.path / "memory.max_usage_in_bytes").write_text("0")
+        self.kills = self._oom_kills()
+
+    def _oom_kills(self) -> int:
+        for line in (self.path / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
+    def figures(self) -> dict[str, int]:
+        peak = int((self.path / "memory.max_usage_in_bytes").read_text())
+        return {"cgroup_peak_mib": peak >> 20, "cgroup_oom_kills": self._oom_kills() - self.kills}
+
+    def enter(self) -> None:
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def close(self) -> None:
+        for _ in range(100):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+CGROUP: Cgroup | None = None
+
+
 def storm(checkouts: list[Path], command: list[str], env: dict[str, str]) -> dict[str, Any]:
     for checkout in checkouts:
         shutil.rmtree(checkout / "target", ignore_errors=True)
+    if CGROUP is not None:
+        CGROUP.reset()
     started = time.monotonic()
     procs = [subprocess.Popen([*command, "build", "--tests"], cwd=c, env={**env, "CARGO_TARGET_DIR": str(c / "target")},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in checkouts]
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=CGROUP.enter if CGROUP is not None else None) for c in checkouts]
     sampler = Sampler([p.pid for p in procs])
     sampler.start()
     walls, codes, tails = [], [], []
@@ -205,9 +256,9 @@ def storm(checkouts: list[Path], command: list[str], env: dict[str, str]) -> dic
     makespan = time.monotonic() - started
     sampler.stop.set()
     sampler.join()
-    return {"makespan_s": round(makespan, 2), "peak_host_mib": sampler.peak_host >> 20,
-            "peak_tree_rss_mib": sampler.peak_rss >> 20, "peak_links": sampler.peak_links,
-            "exit_codes": codes, "walls_s": walls, "failures": tails}
+    return {"makespan_s": round(makespan, 2), **(CGROUP.figures() if CGROUP is not None else {}),
+            "peak_host_mib": sampler.peak_host >> 20, "peak_tree_rss_mib": sampler.peak_rss >> 20,
+            "peak_links": sampler.peak_links, "exit_codes": codes, "walls_s": walls, "failures": tails}
 
 
 def _agent(repo: Path, lock_dir: Path, base: dict[str, str]) -> tuple[list[str], dict[str, str]]:
@@ -302,7 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--builds", type=int, default=None)
     parser.add_argument("--save", action="store_true", help="write bench/results-memory.json")
+    parser.add_argument("--cgroup-limit", default="1G", help="memory limit of the storms' cgroup; 0: none")
     args = parser.parse_args(argv)
+    global CGROUP
+    sys.path.insert(0, str(REPO))
+    from cargo_agent.config import parse_size
+
+    limit = 0 if args.cgroup_limit == "0" else parse_size(args.cgroup_limit) or 0
     with tempfile.TemporaryDirectory(prefix="cargo-agent-bench-memory-") as tmp:
         work = Path(tmp)
         root, what = fixture(work, args.quick)
@@ -310,9 +367,20 @@ def main(argv: list[str] | None = None) -> int:
                                                               "mem_total_mib": _meminfo_total() >> 20}}
         results["wrapper"] = wrapper_cost(root, work, 50 if args.quick else 300)
         print(json.dumps({"wrapper": results["wrapper"]}, indent=2), flush=True)
-        results["storm"] = storms(root, work, args.builds or (2 if args.quick else 3))
+        if limit:
+            try:
+                CGROUP = Cgroup(limit)
+                results["cgroup_limit_mib"] = limit >> 20
+            except OSError as err:
+                print(f"bench: storms run without a memory cgroup ({err})", file=sys.stderr)
+        try:
+            results["storm"] = storms(root, work, args.builds or (2 if args.quick else 4))
+        finally:
+            if CGROUP is not None:
+                CGROUP.close()
         print(json.dumps({"storm": results["storm"]}, indent=2), flush=True)
-    out = REPO / "bench" / "results-memory.json" if args.save else Path(tempfile.gettempdir()) / "results-memory.json"
+    out = REPO / "bench" / "results-memory.json" if args.save else REPO / "bench" / "out" / "results-memory.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {out}")
     return 0

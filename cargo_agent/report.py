@@ -104,8 +104,20 @@ def append(lock_dir: Path, record: Mapping[str, object], shared: bool, name: str
         os.close(guard)
 
 
+def _read(path: Path) -> list[str]:
+    try:
+        return (lockdir.read_text(path) or "").splitlines()
+    except UsageError:
+        return []
+
+
 def recent(lock_dir: Path, count: int = 10, name: str = RUNS) -> list[RunRecord]:
-    return read_log(lock_dir, name)[0][-count:]
+    """The last `count` records (only the tail is parsed, and the rotated half read only when
+    needed: this runs on every build)."""
+    lines = [line for line in _read(lock_dir / name) if line.strip()]
+    if len(lines) < 2 * count:
+        lines = [line for line in _read(lock_dir / f"{name}.1") if line.strip()] + lines
+    return _parse(lines[-2 * count:])[0][-count:]
 
 
 def _lines(lock_dir: Path, name: str) -> list[str]:
@@ -182,10 +194,17 @@ class Prediction:
 
 def predict(lock_dir: Path, key: Mapping[str, object], default: int) -> Prediction:
     """The highest peak among the last PREDICTION_RUNS runs with this key, else `default`."""
-    needle = json.dumps(key.get("workspace", ""))  # only lines naming the workspace are parsed
-    lines = [line for line in _lines(lock_dir, RUNS) if needle in line]
-    peaks = [r.peak for r in _parse(lines)[0] if _same_key(r, key) and r.peak and not r.data.get("nested")]
-    recent_peaks = [p for p in peaks[-PREDICTION_RUNS:] if p is not None]
+    # Newest first, parsing only lines that name the workspace and subcommand, until enough runs.
+    needles = [json.dumps(key.get(field, "")) for field in ("workspace", "subcommand")]
+    recent_peaks: list[int] = []
+    for line in reversed(_lines(lock_dir, RUNS)):
+        if len(recent_peaks) >= PREDICTION_RUNS:
+            break
+        if not all(needle in line for needle in needles):
+            continue
+        for record in _parse([line])[0]:
+            if _same_key(record, key) and record.peak and not record.data.get("nested"):
+                recent_peaks.append(record.peak)
     if not recent_peaks:
         return Prediction(default, "per_build_memory (no history for this command)")
     return Prediction(max(recent_peaks), f"history: highest peak of the last {len(recent_peaks)} runs "
