@@ -270,7 +270,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(admission, auto slots, link slots).", tighter=at_least),
     Setting("host_reserve", "CARGO_AGENT_HOST_RESERVE", parse_size_required,
             "a size like 2G, 2048M (a unit is required)", 2 << 30,
-            "Memory kept back for the host (auto slots, link slots).", tighter=at_least),
+            "Memory kept back for the host (auto slots, link slots); at most a quarter of the memory limit in "
+            "force.", tighter=at_least),
     Setting("jobs", "CARGO_AGENT_JOBS", parse_auto_or_positive_int, "a whole number >= 1 or 'auto'",
             None, "Cap on cargo's `--jobs` per build; `auto` is max(1, cores / slots).", tighter=at_most),
     Setting("test_threads", "CARGO_AGENT_TEST_THREADS", parse_auto_or_positive_int,

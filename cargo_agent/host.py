@@ -200,6 +200,12 @@ def read(env: Mapping[str, str], proc_root: str = PROC) -> Reading:
     return Reading(percent, limit.limit, limit.source, limit.used)
 
 
+def reserve_within(reserve: int, limit: int) -> int:
+    """Memory kept back for the host, at most a quarter of the limit in force: a 2G host reserve
+    would leave nothing of a 1G container."""
+    return min(reserve, limit // 4) if limit else reserve
+
+
 def total_memory(env: Mapping[str, str], proc_root: str = PROC) -> int:
     """The limit in force, for sizing slots (0 when unknown)."""
     return in_force(proc_root).limit
@@ -266,10 +272,13 @@ def ancestors(proc_root: str = PROC) -> set[int]:
 
 
 def tree_rss(roots: list[int], proc_root: str = PROC) -> dict[int, int]:
-    """Resident memory (bytes) of each root's process tree, from one pass over /proc."""
+    """The memory each root's process tree holds, from one pass over /proc: every process's
+    private resident memory (statm resident - shared), plus the largest file-backed resident
+    set once. Plain RSS summed over a build would count the compiler's shared libraries once
+    per rustc, and overstate a build several times over."""
     page = os.sysconf("SC_PAGE_SIZE")
     parent: dict[int, int] = {}
-    rss: dict[int, int] = {}
+    memory: dict[int, tuple[int, int]] = {}
     try:
         names = os.listdir(proc_root)
     except OSError:
@@ -278,25 +287,28 @@ def tree_rss(roots: list[int], proc_root: str = PROC) -> dict[int, int]:
         if not name.isdigit():
             continue
         text = _read(os.path.join(proc_root, name, "stat"))
-        if not text:
+        statm = (_read(os.path.join(proc_root, name, "statm")) or "").split()
+        if not text or len(statm) < 3:
             continue
-        fields = text.rsplit(")", 1)[-1].split()
         try:
-            parent[int(name)], rss[int(name)] = int(fields[1]), int(fields[21]) * page
+            parent[int(name)] = int(text.rsplit(")", 1)[-1].split()[1])
+            resident, shared = int(statm[1]) * page, int(statm[2]) * page
         except (IndexError, ValueError):
             continue
+        memory[int(name)] = (max(0, resident - shared), shared)
     children: dict[int, list[int]] = {}
     for pid, ppid in parent.items():
         children.setdefault(ppid, []).append(pid)
     totals = {}
     for root in roots:
-        seen, todo, total = set(), [root], 0
+        seen, todo, private, shared = set(), [root], 0, 0
         while todo:
             pid = todo.pop()
-            if pid in seen or pid not in rss:
+            if pid in seen or pid not in memory:
                 continue
             seen.add(pid)
-            total += rss[pid]
+            private += memory[pid][0]
+            shared = max(shared, memory[pid][1])
             todo.extend(children.get(pid, ()))
-        totals[root] = total
+        totals[root] = private + shared
     return totals

@@ -204,13 +204,13 @@ def slot_count(config: Config, lock_dir: Path, env: Mapping[str, str]) -> tuple[
     if config["link_slots"]:
         return int(config["link_slots"]), f"link_slots = {config['link_slots']} ({config.origins.get('link_slots')})"
     limit = host.in_force()
-    reserve = int(config["host_reserve"])
+    reserve = host.reserve_within(int(config["host_reserve"]), limit.limit)
     learned = report.learned_peak(lock_dir, report.LINKS)
     per_link = learned or int(config["per_build_memory"])
     source = "learned from recent links" if learned else "per_build_memory, no link learned yet"
     by_memory = max(1, (limit.limit - reserve) // max(1, per_link))
     count = max(1, min(by_memory, host.cores()))
-    return count, (f"min(floor(({limit.limit / (1 << 30):.1f}G {limit.source} - {reserve / (1 << 30):g}G reserve) / "
+    return count, (f"min(floor(({limit.limit / (1 << 30):.1f}G {limit.source} - {reserve / (1 << 30):.2f}G reserve) / "
                    f"{per_link / (1 << 20):.0f}M per link ({source})) = {by_memory}, {host.cores()} cores) = {count}")
 
 

@@ -74,12 +74,12 @@ def auto_slots(config: Config, env: Mapping[str, str], per_build: int | None = N
     total = limit.limit
     learned = learned_per_build(lock_dir) if lock_dir is not None else None
     per_build = learned or int(config["per_build_memory"] if per_build is None else per_build)
-    reserve = int(config["host_reserve"] if reserve is None else reserve)
+    reserve = host.reserve_within(int(config["host_reserve"] if reserve is None else reserve), total)
     by_memory = max(1, (total - reserve) // max(1, per_build))
     n = max(1, min(by_memory, cores()))
     gib = 1 << 30
     what = "median of recent runs" if learned else "per_build_memory"
-    formula = (f"min(floor(({total / gib:.1f}G {limit.source} - {reserve / gib:g}G reserve) / "
+    formula = (f"min(floor(({total / gib:.1f}G {limit.source} - {reserve / gib:.2f}G reserve) / "
                f"{per_build / gib:.2f}G per build ({what})) = {by_memory}, {cores()} cores) = {n}")
     return n, formula
 

@@ -163,15 +163,20 @@ def descendants() -> list[Any]:
 
 
 def tree_rss() -> int:
+    """The memory the build's process tree holds: each process's private resident memory, plus
+    the largest file-backed resident set once (every rustc maps the same compiler libraries;
+    summing plain RSS would count them once per process). See host.tree_rss."""
     import psutil
 
-    total = 0
+    private = shared = 0
     for process in descendants():
         try:
-            total += process.memory_info().rss
+            info = process.memory_info()
         except psutil.Error:
-            pass
-    return total
+            continue
+        private += max(0, info.rss - info.shared)
+        shared = max(shared, info.shared)
+    return private + shared
 
 
 def stop_all(group: int | None, grace: float, child: Any = None) -> int:

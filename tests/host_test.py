@@ -63,7 +63,7 @@ def test_a_cgroup_v1_limit_is_the_limit_in_force_and_doctor_and_dry_run_name_it(
     limit_line = next(line for line in plan.stdout.splitlines() if line.startswith("limit:"))
     assert "3072 MiB in force" in limit_line and str(limited_cgroup) in limit_line
     slots_line = next(line for line in plan.stdout.splitlines() if line.startswith("slots:"))
-    assert "(3.0G cgroup v1" in slots_line and slots_line.endswith("= 1")  # (3G - 2G reserve) / 4G -> 1
+    assert "(3.0G cgroup v1" in slots_line and slots_line.endswith("= 1")  # (3G - 0.75G reserve) / 4G -> 1
 
 
 def _fake_root(tmp_path: Path, cgroup_path: str, levels: dict[str, tuple[str, int]]) -> str:
