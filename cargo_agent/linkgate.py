@@ -381,7 +381,10 @@ def _exit_like(status: int) -> int:
 
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        try:
+            signal.signal(sig, signal.SIG_DFL)  # SIGKILL and SIGSTOP take no handler: already default
+        except (OSError, ValueError):
+            pass
         os.kill(os.getpid(), sig)
         return 128 + sig
     return os.waitstatus_to_exitcode(status)
@@ -399,6 +402,11 @@ def main(args: list[str], env: MutableMapping[str, str] | None = None) -> int:
         return _exit_like(status)
     if held_by_ancestor(lock_dir):
         status, _ = _run(command, -1)  # a link below a link: never wait while holding a slot
+        return _exit_like(status)
+    if not os.path.isdir(lock_dir):  # removed under the build (a tmp cleaner): link, and say so
+        sys.stderr.write(f"warning: cargo-agent link gate: lock dir {lock_dir} is gone; this link runs "
+                         "without a link slot\n")
+        status, _ = _run(command, -1)
         return _exit_like(status)
     shared = shared_text == "1"
     try:

@@ -374,3 +374,39 @@ def test_a_planted_link_lock_fails_the_link_with_one_line_and_no_hang(tmp_path: 
     assert "Traceback" not in result.stderr
     if plant == "symlink":
         assert (tmp_path / "victim").read_text() == "x"
+
+
+# ---- the gate on its own (a real process, a stand-in linker) --------------------------------
+
+def _gate(env: dict[str, str], linker: str, *args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    code = "import sys; from cargo_agent.linkgate import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
+                          env={**env, linkgate.LINKER_ENV: linker})
+
+
+def test_the_gate_passes_the_linkers_exit_status_and_signal_on(tmp_path: Path, agent_env: dict[str, str]) -> None:
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir(mode=0o700)
+    env = {**agent_env, linkgate.LOCKS_ENV: f"1:0:{lock_dir}"}
+    failing = script(tmp_path / "failing-linker", 'echo "args: $*"; exit 3\n')
+    result = _gate(env, str(failing), "-o", "out", "a.o")
+    assert result.returncode == 3 and result.stdout == "args: -o out a.o\n"
+    killed = script(tmp_path / "killed-linker", "kill -9 $$\n")
+    assert _gate(env, str(killed)).returncode == -signal.SIGKILL
+    assert report_links(lock_dir) == 2  # both links recorded their peak
+
+
+def report_links(lock_dir: Path) -> int:
+    from cargo_agent import report
+
+    return len(report.recent(lock_dir, 100, report.LINKS))
+
+
+def test_a_gate_whose_lock_dir_is_gone_links_anyway_and_says_so(tmp_path: Path, agent_env: dict[str, str]) -> None:
+    env = {**agent_env, linkgate.LOCKS_ENV: f"1:0:{tmp_path / 'removed'}"}
+    result = _gate(env, "true")
+    assert result.returncode == 0
+    assert result.stderr == (f"warning: cargo-agent link gate: lock dir {tmp_path / 'removed'} is gone; this link "
+                             "runs without a link slot\n")
