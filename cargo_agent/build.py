@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cargo_agent import argv as argv_model
-from cargo_agent import cargoconfig, envshape, passthrough, policy, report, slots, supervise, tokens, workspace
+from cargo_agent import (
+    cargoconfig,
+    envshape,
+    linkgate,
+    passthrough,
+    policy,
+    report,
+    slots,
+    supervise,
+    tokens,
+    workspace,
+)
 from cargo_agent import config as settings
 from cargo_agent.errors import EXIT_USAGE
 
@@ -77,13 +88,35 @@ def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dr
     if config["isolate_cargo_home"] and location is not None:
         envshape.isolate_cargo_home(shaped, Path(location.workspace.root))
     limit_as = None if _exempt_from_limit(command, config, env) else config["limit_as"]
+    memory = _memory_plan(command, location, config, slot_settings, env)
+    notes = linkgate.install(shaped, cargo_config, config, slot_settings.lock_dir, slot_settings.shared,
+                             int(str(memory["link_slots"]["count"])), limit_as, cwd_text)
     cargo = passthrough.find_cargo(env, config["cargo"])
     if dry_run:
         from cargo_agent.commands import plan
 
-        plan.show(command, decision, chosen, slot_settings, shaped, cargo, limit_as, config, env, as_json, pool)
+        plan.show(command, decision, chosen, slot_settings, shaped, cargo, limit_as, config, env, as_json, memory, pool)
         return 0 if decision.allowed else EXIT_USAGE
-    return _execute(command, cwd, env, config, slot_settings, shaped, cargo, limit_as, pool)
+    for note in notes:
+        sys.stderr.write(f"note: cargo-agent: {note}\n")
+    return _execute(command, cwd, env, config, slot_settings, shaped, cargo, limit_as, memory, pool)
+
+
+def _memory_plan(command: argv_model.CargoCommand, location: workspace.Location | None, config: settings.Config,
+                 slot_settings: slots.SlotSettings, env: dict[str, str]) -> dict[str, dict[str, object]]:
+    """The memory side of a build: the limit in force, the predicted peak, link slots."""
+    from cargo_agent import host
+
+    limit = host.in_force()
+    key = report.command_key(location.workspace.root if location else None,
+                             command.resolved, [(o.name, o.value) for o in command.parsed.options])
+    prediction = report.predict(slot_settings.lock_dir, key, int(config["per_build_memory"]))
+    count, formula = linkgate.slot_count(config, slot_settings.lock_dir, env)
+    return {"limit": {"bytes": limit.limit, "used": limit.used, "source": limit.source},
+            "prediction": {**prediction.as_json(), "key": key},
+            "link_slots": {"count": count, "formula": formula},
+            "pressure": {**host.pressure(env).as_json(), "pressure_high": config["pressure_high"],
+                         "pressure_kill": config["pressure_kill"]}}
 
 
 def _exempt_from_limit(command: argv_model.CargoCommand, config: settings.Config, env: dict[str, str]) -> bool:
@@ -99,17 +132,26 @@ def _exempt_from_limit(command: argv_model.CargoCommand, config: settings.Config
 
 def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], config: settings.Config,
              slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str,
-             limit_as: int | None, pool: tokens.Pool) -> int:
+             limit_as: int | None, memory: dict[str, dict[str, object]], pool: tokens.Pool) -> int:
+    import resource
+
     started = time.monotonic()
+    predicted = int(str(memory["prediction"]["peak"]))
     slot = slots.inherited_slot(env, slot_settings)
+    if slot is None and linkgate.held_by_ancestor(str(slot_settings.lock_dir)):
+        # Below a link that holds a link slot: never wait for a build slot (the enclosing
+        # build holds one), or links and builds could wait on each other.
+        slot = slots.Slot(-1, -1, slot_settings.lock_dir / "slot-nested.lock", slot_settings, nested=True)
     if slot is None:
-        slot = slots.acquire(slot_settings, command.tokens, cwd, env)
+        slot = slots.acquire(slot_settings, command.tokens, cwd, env, predicted)
+    limit_as = _reachable_limit_as(limit_as)
     if not slot.nested:
         shaped.env[slots.SLOT_ENV] = slot.env_value()
     spec = supervise.RunSpec(cargo, shaped.argv, shaped.env, limit_as, config["timeout"], config["soft_timeout"],
                              config["kill_grace"], (slot.fd,) if slot.fd >= 0 else ())
     retries = 0
-    guard = _memory_guard(slot_settings, env) if slot_settings.mem_kill and not slot.nested else None
+    guard = _memory_guard(slot_settings, env) if (slot_settings.mem_kill or slot_settings.pressure_kill) \
+        and not slot.nested else None
     guard = slots.watching(slot, guard)  # also follows a lock dir that is removed or replaced
     cpu = None
     phases = _Phases(command, slot)
@@ -143,17 +185,23 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
     elif outcome.memory_killed:
         running = f"; it was running {', '.join(outcome.running[:6])}" if outcome.running else ""
         sys.stderr.write(f"error: stopped by cargo-agent: host memory stayed above mem_kill "
-                         f"{slot_settings.mem_kill:g}% and this was the most recently admitted build "
-                         f"(`{shown}`{running})\n"
+                         f"{slot_settings.mem_kill or 100:g}% or full memory pressure above pressure_kill "
+                         f"{slot_settings.pressure_kill or 100:g}%, and this was the most recently admitted "
+                         f"of several builds (`{shown}`{running})\n"
                          "help: retry later; your build was not at fault\n"
                          "help: `cargo-agent --status` shows the builds holding the host's memory\n")
     hint = supervise.oom_hint(outcome, spec)
     if hint:
         sys.stderr.write(hint + "\n")
+    kernel = max(outcome.kernel_peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+    peak, peak_source = (outcome.peak_rss, report.SOURCE_SAMPLED) if outcome.peak_rss >= kernel \
+        else (kernel, report.SOURCE_KERNEL)
     record = {
         "time": time.time(), "command": command.tokens, "cwd": str(cwd), "exit_code": outcome.exit_code,
         "wall_seconds": round(time.monotonic() - started, 3), "slot_wait_seconds": round(slot.waited, 3),
-        "slot": slot.index, "nested": slot.nested, "peak_rss": outcome.peak_rss, "retries": retries,
+        "slot": slot.index, "nested": slot.nested, "peak_rss": peak, "peak_source": peak_source,
+        "predicted_peak": predicted, "prediction_source": memory["prediction"]["source"],
+        "key": memory["prediction"]["key"], "retries": retries,
         "timed_out": outcome.timed_out, "pid": os.getpid(),
         "queued_at": slot.queued_at, "admitted_at": slot.admitted_at, "released_at": released_at,
         **(cpu.record() if cpu is not None else {}),
@@ -214,14 +262,32 @@ def _memory_guard(slot_settings: slots.SlotSettings, env: dict[str, str]) -> Cal
     over = {"count": 0}
 
     def check() -> bool:
-        """True once memory has stayed above mem_kill for 4 readings (about a second) while this
-        build was the most recently admitted one. Counting only while newest means that after
-        the newest build is stopped, the next one gets a second for memory to recover."""
-        if host.read(env).used_percent <= float(slot_settings.mem_kill or 100) \
-                or slots.newest_holder_pid(slot_settings) != os.getpid():
+        """True once memory has stayed above mem_kill, or full memory pressure above
+        pressure_kill, for 4 readings (about a second) while this build was the most recently
+        admitted of several (never the oldest: one build always makes progress). Counting only
+        while newest means that after the newest build is stopped, the next one gets a second
+        for memory to recover."""
+        over_memory = slot_settings.mem_kill is not None and host.read(env).used_percent > slot_settings.mem_kill
+        over_pressure = slot_settings.pressure_kill is not None and \
+            host.pressure(env).memory_full > slot_settings.pressure_kill
+        if not (over_memory or over_pressure) or slots.newest_holder_pid(slot_settings) != os.getpid():
             over["count"] = 0
             return False
         over["count"] += 1
         return over["count"] >= 4
 
     return check
+
+
+def _reachable_limit_as(limit_as: int | None) -> int | None:
+    """RLIMIT_AS as it can really be set: without privileges a build cannot go above the hard
+    limit it inherits (`ulimit -v`), so it stays under that one, and says so."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard == resource.RLIM_INFINITY or os.geteuid() == 0 or (limit_as is not None and limit_as <= hard):
+        return limit_as
+    wanted = "unlimited" if limit_as is None else f"{limit_as >> 20}M"
+    sys.stderr.write(f"note: cargo-agent: RLIMIT_AS stays at the inherited hard limit {hard >> 20}M "
+                     f"(limit_as = {wanted}): raising it needs privileges\n")
+    return hard

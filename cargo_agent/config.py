@@ -81,21 +81,34 @@ def _required(value: T | None) -> T:
     return value
 
 
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
+SIZE_MAX = (1 << 63) - 1  # the largest rlimit (and size) the platform takes
+LIMIT_AS_MIN = 256 << 20  # below this, rustc cannot even start
 
 
 def parse_size(raw: object) -> int | None:
+    """Bytes from `4G`, `4096M`, `12GiB`, `512k` (a unit is required: a bare `8` is refused,
+    not read as 8 bytes); `unlimited` -> None."""
     """Bytes from `4G`, `4096M`, `12GiB`, `512k`, `1073741824`; `unlimited` -> None."""
     import re
 
     text = _text(raw).lower()
     if text in ("unlimited", "none", "infinity"):
         return UNLIMITED
-    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?", text)
-    if not match or (match.group(2) == "" and text.endswith("b") and not text.endswith("ib")):
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgtpe])(?:i?b)?", text)
+    if not match:
         raise ValueError
-    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
-    if size < 1:
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)]) if "." in match.group(1) \
+        else int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if size < 1 or size > SIZE_MAX:
+        raise ValueError
+    return size
+
+
+def parse_limit_as(raw: object) -> int | None:
+    """RLIMIT_AS: a size of at least 256M that the platform can hold, or `unlimited`."""
+    size = parse_size(raw)
+    if size is not None and size < LIMIT_AS_MIN:
         raise ValueError
     return size
 
@@ -262,15 +275,20 @@ SETTINGS: tuple[Setting, ...] = (
             "a duration like 90s, 30m, 1h, plain seconds, or 'none'",
             None, "Give up waiting for a slot after this long (exit 75).", tighter=at_most),
     Setting("mem_high", "CARGO_AGENT_MEM_HIGH", parse_percent, "a percentage in (0, 100]",
-            85.0, "Do not admit a new build while memory use is above this percentage.", tighter=at_most),
+            85.0, "Admit a build only while its predicted peak fits under this share of the memory limit in "
+            "force, next to what running builds are predicted to still need (and never while use is above it).",
+            tighter=at_most),
     Setting("mem_kill", "CARGO_AGENT_MEM_KILL", parse_percent_or_off, "a percentage in (0, 100] or 'off'",
-            95.0, "While memory use stays above this, stop the most recently admitted build.",
+            95.0, "While memory use stays above this, stop the most recently admitted build (never the oldest).",
             tighter=at_most),
     Setting("per_build_memory", "CARGO_AGENT_PER_BUILD_MEMORY", parse_size_required,
-            "a size like 4G, 4096M, 12GiB", 4 << 30, "Memory one build is expected to use (auto slots).",
-            tighter=at_least),
+            "a size like 4G, 4096M, 12GiB (a unit is required)", 4 << 30,
+            "Memory a build is expected to peak at when its command has no history in the run log "
+            "(admission, auto slots, link slots).", tighter=at_least),
     Setting("host_reserve", "CARGO_AGENT_HOST_RESERVE", parse_size_required,
-            "a size like 2G, 2048M", 2 << 30, "Memory kept back for the host (auto slots).", tighter=at_least),
+            "a size like 2G, 2048M (a unit is required)", 2 << 30,
+            "Memory kept back for the host (auto slots, link slots); at most a quarter of the memory limit in "
+            "force.", tighter=at_least),
     Setting("cpus", "CARGO_AGENT_CPUS", parse_auto_or_positive_int, "a whole number >= 1 or 'auto'",
             None, "CPU tokens on the host: compile jobs running at once across every build. `auto` is the "
             "CPUs this process may use (affinity, cgroup CPU quota); a larger value is lowered to that.",
@@ -283,10 +301,24 @@ SETTINGS: tuple[Setting, ...] = (
             "Cap on RUST_TEST_THREADS and NEXTEST_TEST_THREADS; `auto` is min(cores, 8).", tighter=at_most),
     Setting("link_threads", "CARGO_AGENT_LINK_THREADS", parse_auto_or_positive_int,
             "a whole number >= 1 or 'auto'", None,
-            "Threads lld may use per link (only added where the linker is lld); `auto` is min(cores, 8).",
-            tighter=at_most),
-    Setting("limit_as", "CARGO_AGENT_LIMIT_AS", parse_size, "a size like 4G, 4096M, 12GiB, or 'unlimited'",
-            4 << 30, "RLIMIT_AS (address space) of cargo and everything it starts.", tighter=at_most),
+            "Threads lld or mold may use per link (only added where the linker is one of them); "
+            "`auto` is min(cores, 8).", tighter=at_most),
+    Setting("link_slots", "CARGO_AGENT_LINK_SLOTS", parse_auto_or_positive_int, "a whole number >= 1 or 'auto'",
+            None, "Links that may run at once on the host, across all builds. `auto` is "
+            "min(floor((memory limit - host_reserve) / per-link peak), cores), at least 1, where the per-link "
+            "peak is the highest of recent links (else `per_build_memory`).", tighter=at_most),
+    Setting("pressure_high", "CARGO_AGENT_PRESSURE_HIGH", parse_percent_or_off,
+            "a percentage in (0, 100] or 'off'", 25.0,
+            "Do not admit a new build while memory pressure (PSI `some` avg10) or I/O pressure (PSI `full` "
+            "avg10) is above this.", tighter=at_most),
+    Setting("pressure_kill", "CARGO_AGENT_PRESSURE_KILL", parse_percent_or_off,
+            "a percentage in (0, 100] or 'off'", 60.0,
+            "While full memory pressure (PSI `full` avg10) stays above this, stop the most recently admitted "
+            "build (never the oldest).", tighter=at_most),
+    Setting("limit_as", "CARGO_AGENT_LIMIT_AS", parse_limit_as,
+            "a size like 4G, 4096M or 12GiB (a unit is required; from 256M up to 8E), or 'unlimited'",
+            4 << 30, "RLIMIT_AS (address space) of cargo and everything it starts. Under it a build runs "
+            "without rustc's parallel frontend (`-Z threads`), which fails under RLIMIT_AS.", tighter=at_most),
     Setting("limit_as_exempt", "CARGO_AGENT_LIMIT_AS_EXEMPT", parse_subcommand_list,
             "a comma-separated list of subcommand names, or sanitizer",
             ("fuzz", "miri", "sanitizer"),

@@ -44,6 +44,13 @@ OTHER_VARIABLES = (
     ("CARGO_AGENT_BIN", "the cargo-agent the shim should run (default: the one on PATH)"),
     ("CARGO_AGENT_MEMORY_SOURCE", "testing hook: a file holding a used-memory percentage, used only when it is "
                                   "above the real reading (it can only make admission stricter)"),
+    ("CARGO_AGENT_PRESSURE_SOURCE", "testing hook: a directory holding `memory` and/or `io` files in the format "
+                                    "of `/proc/pressure/*`; each figure is the higher of it and the real one"),
+    ("CARGO_AGENT_GATE", "set by cargo-agent for the build's rustc wrapper: the link thread cap, the host, "
+                         "whether lld is its default linker, whether `-Z threads` is overridden"),
+    ("CARGO_AGENT_GATE_LOCKS", "set by cargo-agent for the link gate: the link slot count and the lock dir"),
+    ("CARGO_AGENT_GATE_CHAIN", "set by cargo-agent: your own rustc wrapper, which cargo-agent's runs"),
+    ("CARGO_AGENT_GATE_LINKER", "set by cargo-agent's rustc wrapper for each link: the real linker the gate runs"),
     ("CARGO_AGENT_DEPTH", "set by cargo-agent for what it runs: how many cargo-agents run inside each other; "
                           "past 8 it is a wrapper loop (exit 127)"),
     ("CARGO_AGENT_SHIM_ACTIVE", "set by the PATH shim, cleared by cargo-agent: a shim that finds it set was "

@@ -7,11 +7,10 @@ cargo-agent decides how much cargo may use, never what it builds:
   (`NUM_JOBS`, which some pass to `make -j`); a lower user value is kept and caps the tokens;
 - test threads: `RUST_TEST_THREADS`, `NEXTEST_TEST_THREADS` and a libtest `--test-threads` after
   `--` capped, never raised;
-- lld link threads, per target triple, only where the linker is lld, added to the rustflags
-  source cargo really uses. Env vars are used throughout because cargo *joins* them with the
-  config files' values (arrays and strings alike), so no user flag is dropped; a `--config`
-  list would fail to merge with a string-form file value;
 - rustc wrappers (sccache) and an optional per-checkout CARGO_HOME.
+Env vars are used throughout because cargo *joins* them with the config files' values.
+Links (the link gate and lld/mold's thread cap) are linkgate.py's: it adds them through a
+RUSTC_WRAPPER, so that no rustflags, and so no fingerprint, change.
 """
 
 from __future__ import annotations
@@ -21,17 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cargo_agent import locations, rustcinfo
+from cargo_agent import locations
 from cargo_agent.argv import CargoCommand, Option
-from cargo_agent.cargoconfig import CargoConfig, string_list
+from cargo_agent.cargoconfig import CargoConfig
 from cargo_agent.config import Config
 from cargo_agent.errors import UsageError
 from cargo_agent.host import cores
-
-ENCODED_SEPARATOR = "\x1f"
-# rust-lld became the default linker of this target in Rust 1.90.
-LLD_BY_DEFAULT = {"x86_64-unknown-linux-gnu": (1, 90)}
-DIRECT_LLD_LINKERS = ("rust-lld", "ld.lld", "lld", "wasm-ld")
 
 
 @dataclass
@@ -99,7 +93,6 @@ def shape(command: CargoCommand, cargo_config: CargoConfig, config: Config, env:
     _shape_jobs(shaped, command, cargo_config, config, cpus, offset)
     _shape_test_threads(shaped, config)
     _shape_test_threads_arg(shaped, command, config)
-    _shape_link_threads(shaped, command, cargo_config, config)
     _shape_rustc_wrapper(shaped, cargo_config, config)
     return shaped
 
@@ -188,173 +181,6 @@ def _shape_test_threads_arg(shaped: Shaped, command: CargoCommand, config: Confi
             shaped.changes.append(Change("arg --test-threads", before, f"--test-threads={cap}",
                                          f"test threads capped at {cap}"))
         i += max(1, span)
-
-
-# ---- link threads --------------------------------------------------------------------
-
-def build_targets(command: CargoCommand, cargo_config: CargoConfig, env: Mapping[str, str]) -> list[str]:
-    targets = command.parsed.values("--target")
-    if not targets and env.get("CARGO_BUILD_TARGET"):
-        targets = [env["CARGO_BUILD_TARGET"]]
-    if not targets:
-        configured = cargo_config.get("build.target")
-        targets = [configured] if isinstance(configured, str) else list(string_list(configured) or [])
-    return targets
-
-
-def _env_key(triple: str) -> str:
-    return triple.upper().replace("-", "_").replace(".", "_")
-
-
-def target_rustflags(triple: str, cargo_config: CargoConfig, env: Mapping[str, str]) -> list[str] | None:
-    """`target.<triple>` and matching `target.<cfg>` rustflags (config and env), or None if unset."""
-    flags: list[str] | None = None
-    table = cargo_config.get("target") or {}
-    entry = table.get(triple) if isinstance(table, dict) else None
-    if isinstance(entry, dict) and "rustflags" in entry:
-        flags = string_list(entry["rustflags"]) or []
-    env_value = env.get(f"CARGO_TARGET_{_env_key(triple)}_RUSTFLAGS")
-    if env_value is not None:
-        flags = [*(flags or []), *env_value.split()]
-    cfg_entries = [(k, v) for k, v in table.items() if isinstance(table, dict) and k.startswith("cfg(")
-                   and isinstance(v, dict) and "rustflags" in v] if isinstance(table, dict) else []
-    if cfg_entries:
-        facts = rustcinfo.cfg(env, triple)
-        for key, value in cfg_entries:
-            if rustcinfo.cfg_matches(key, facts):
-                flags = [*(flags or []), *(string_list(value["rustflags"]) or [])]
-    return flags
-
-
-def build_rustflags(cargo_config: CargoConfig, env: Mapping[str, str]) -> list[str] | None:
-    flags = None
-    if cargo_config.get("build.rustflags") is not None:
-        flags = string_list(cargo_config.get("build.rustflags")) or []
-    if env.get("CARGO_BUILD_RUSTFLAGS") is not None:
-        flags = [*(flags or []), *env["CARGO_BUILD_RUSTFLAGS"].split()]
-    return flags
-
-
-def _link_args(flags: list[str]) -> list[str]:
-    """The link args (`-C link-arg=X`, `-Clink-args=X Y`) among rustflags."""
-    found: list[str] = []
-    for i, flag in enumerate(flags):
-        value = None
-        if flag.startswith("-C") and len(flag) > 2:
-            value = flag[2:]
-        elif flag in ("-C", "--codegen") and i + 1 < len(flags):
-            value = flags[i + 1]
-        elif flag.startswith("--codegen="):
-            value = flag.split("=", 1)[1]
-        if value is None:
-            continue
-        if value.startswith("link-arg="):
-            found.append(value.split("=", 1)[1])
-        elif value.startswith("link-args="):
-            found += value.split("=", 1)[1].split()
-        elif value.startswith("linker="):
-            found.append("linker=" + value.split("=", 1)[1])
-        elif value.startswith(("linker-features=", "link-self-contained=")):
-            found.append(value)
-    for i, flag in enumerate(flags):
-        value = flag[2:] if flag.startswith("-Z") and len(flag) > 2 else (
-            flags[i + 1] if flag == "-Z" and i + 1 < len(flags) else None)
-        if value and value.startswith(("linker-features=", "link-self-contained=")):
-            found.append(value)
-    return found
-
-
-def lld_form(triple: str, flags: list[str], linker: str | None, rustc_version: tuple[int, int]) -> str | None:
-    """How to cap lld's threads for this triple: `cc` (via a cc driver), `direct`, or None (not lld)."""
-    args = _link_args(flags)
-    fuse = [a.split("=", 1)[1] for a in args if a.startswith("-fuse-ld=")]
-    linker = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("linker=")), linker)
-    if fuse:
-        return "cc" if fuse[-1] == "lld" else None  # the last -fuse-ld wins; bfd, gold, mold: no cap
-    if any(a.endswith("-lld") or a == "link-self-contained=-linker" for a in args
-           if a.startswith(("linker-features=", "link-self-contained="))):
-        return None  # lld turned off
-    if linker:
-        return "direct" if os.path.basename(linker) in DIRECT_LLD_LINKERS else None
-    if triple.startswith(("wasm32-", "wasm64-")):
-        return "direct"
-    since = LLD_BY_DEFAULT.get(triple)
-    if since is not None and rustc_version >= since:
-        return "cc"
-    return None
-
-
-def lld_cap_flag(form: str, threads: int) -> str:
-    return f"-Clink-arg=-Wl,--threads={threads}" if form == "cc" else f"-Clink-arg=--threads={threads}"
-
-
-def _shape_link_threads(shaped: Shaped, command: CargoCommand, cargo_config: CargoConfig,
-                        config: Config) -> None:
-    env = shaped.env
-    threads = link_threads_cap(config)
-    targets = build_targets(command, cargo_config, env)
-    if any(t.endswith(".json") for t in targets):
-        shaped.notes.append("link threads not capped: custom target specification")
-        return
-    info = rustcinfo.info(env)
-    triples = targets or [info.host]
-    encoded = env.get("CARGO_ENCODED_RUSTFLAGS")
-    plain = env.get("RUSTFLAGS")
-    env_flags = (encoded.split(ENCODED_SEPARATOR) if encoded else []) if encoded is not None else (
-        plain.split() if plain is not None else None)
-    plan: dict[str, tuple[str | None, list[str] | None, str]] = {}
-    flags: list[str] | None
-    for triple in triples:
-        linker = env.get(f"CARGO_TARGET_{_env_key(triple)}_LINKER")
-        table = cargo_config.get("target") or {}
-        entry = table.get(triple) if isinstance(table, dict) else None
-        if linker is None and isinstance(entry, dict) and isinstance(entry.get("linker"), str):
-            linker = entry["linker"]
-        if env_flags is not None:
-            flags, source = env_flags, ("CARGO_ENCODED_RUSTFLAGS" if encoded is not None else "RUSTFLAGS")
-        else:
-            target_flags = target_rustflags(triple, cargo_config, env)
-            build_flags = build_rustflags(cargo_config, env)
-            if target_flags is not None:
-                flags, source = target_flags, "target"
-            elif build_flags is not None:
-                flags, source = build_flags, "build"
-            else:
-                flags, source = [], "none"
-        form = lld_form(triple, flags, linker, info.version)
-        plan[triple] = (form, flags, source)
-        if form is None:
-            shaped.notes.append(f"link threads not capped for {triple}: its linker is not lld")
-    forms = {form for form, _, _ in plan.values()}
-    for triple, (form, flags, source) in plan.items():
-        if form is None:
-            continue
-        cap = lld_cap_flag(form, threads)
-        why = f"lld link threads capped at {threads} for {triple}"
-        if source in ("CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "build") and len(forms) > 1:
-            if source == "build":  # build.rustflags applies to every target: copy it to this one only
-                key = f"CARGO_TARGET_{_env_key(triple)}_RUSTFLAGS"
-                shaped.set_env(key, " ".join([*(flags or []), cap]), why + " (build.rustflags copied)")
-            else:
-                shaped.notes.append(f"link threads not capped for {triple}: {source} applies to every "
-                                    "target of this build and not all of them link with lld")
-            continue
-        if source == "CARGO_ENCODED_RUSTFLAGS":
-            value = env["CARGO_ENCODED_RUSTFLAGS"]
-            if cap not in value.split(ENCODED_SEPARATOR):
-                shaped.set_env(source, f"{value}{ENCODED_SEPARATOR}{cap}" if value else cap, why)
-        elif source == "RUSTFLAGS":
-            if cap not in env["RUSTFLAGS"].split():
-                shaped.set_env(source, f"{env['RUSTFLAGS']} {cap}".strip(), why)
-        elif source == "build":
-            current = env.get("CARGO_BUILD_RUSTFLAGS")
-            if current is None or cap not in current.split():
-                shaped.set_env("CARGO_BUILD_RUSTFLAGS", f"{current or ''} {cap}".strip(), why)
-        else:
-            key = f"CARGO_TARGET_{_env_key(triple)}_RUSTFLAGS"
-            current = env.get(key)
-            if current is None or cap not in current.split():
-                shaped.set_env(key, f"{current or ''} {cap}".strip(), why)
 
 
 # ---- rustc wrapper and CARGO_HOME ----------------------------------------------------

@@ -1,65 +1,77 @@
-"""Facts about the host, from one place: the cores this process may use, and memory readings
-for admission, auto slots and the kill guard.
+"""Facts about the host, from one place: the cores this process may use, the memory limit in
+force, memory use, pressure (PSI), and the memory of process trees.
 
-Memory: cgroup v2 (`memory.max` / `memory.current` of our own cgroup) when it has a limit, else
-`/proc/meminfo` (MemTotal, MemAvailable). `CARGO_AGENT_MEMORY_SOURCE` names a file holding a
-used percentage: the hook tests use to simulate a host under pressure. Anyone can set it, so it
-can only make a reading worse: the real reading wins when it is higher.
+The memory limit in force is the one with the least room left among:
+- cgroup v2 `memory.max` of our own cgroup and of every ancestor up to the mount's root;
+- cgroup v1 `memory.limit_in_bytes` of our own memory cgroup and its ancestors (containers);
+- MemTotal (use: MemTotal - MemAvailable).
+A cgroup's use is its charge minus its inactive file cache (what the kernel reclaims first),
+as container runtimes count a working set.
+
+Test hooks may only make readings worse, so they can never switch memory control off:
+- `CARGO_AGENT_MEMORY_SOURCE` names a file holding a used percentage; the reading is the
+  higher of that and the real one;
+- `CARGO_AGENT_PRESSURE_SOURCE` names a directory holding `memory` and/or `io` files in the
+  format of /proc/pressure/*; each figure read is the higher of that and the real one.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 from cargo_agent.errors import UsageError
 
 SOURCE_ENV = "CARGO_AGENT_MEMORY_SOURCE"
+PRESSURE_ENV = "CARGO_AGENT_PRESSURE_SOURCE"
+PROC = "/proc"
+UNLIMITED_CGROUP = 1 << 60  # cgroup v1 says "no limit" with a page-rounded 2^63 - 1
 
 
 def cores() -> int:
     """The cores this process may run on (its CPU affinity), else the online count."""
-    import os
-
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
 
 
-@dataclass(frozen=True)
-class Reading:
-    used_percent: float
-    total: int  # bytes (0 when unknown, e.g. a simulated reading)
-    source: str
-
-
-def _cgroup_v2_dir(proc_root: Path) -> Path | None:
+def _read(path: str) -> str | None:
     try:
-        lines = (proc_root / "self" / "cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if line.startswith("0::"):
-            return Path("/sys/fs/cgroup") / line[3:].lstrip("/")
-    return None
-
-
-def _from_cgroup(directory: Path) -> Reading | None:
-    try:
-        limit = (directory / "memory.max").read_text().strip()
-        current = int((directory / "memory.current").read_text().strip())
+        with open(path) as handle:
+            return handle.read()
     except (OSError, ValueError):
         return None
-    if limit == "max" or not limit.isdigit() or int(limit) <= 0:
-        return None
-    return Reading(100.0 * current / int(limit), int(limit), f"cgroup {directory}")
 
 
-def meminfo(proc_root: Path = Path("/proc")) -> dict[str, int]:
+class Limit:
+    """A memory limit and the use counted against it, in bytes."""
+
+    __slots__ = ("limit", "source", "used")
+
+    def __init__(self, limit: int, used: int, source: str) -> None:
+        self.limit, self.used, self.source = limit, max(0, used), source
+
+    @property
+    def room(self) -> int:
+        return self.limit - self.used
+
+    def __repr__(self) -> str:
+        return f"Limit({self.limit}, {self.used}, {self.source!r})"
+
+
+class Reading:
+    """Memory use against the limit in force."""
+
+    __slots__ = ("source", "total", "used", "used_percent")
+
+    def __init__(self, used_percent: float, total: int, source: str, used: int = 0) -> None:
+        self.used_percent, self.total, self.source, self.used = used_percent, total, source, used
+
+
+def meminfo(proc_root: str = PROC) -> dict[str, int]:
     fields: dict[str, int] = {}
-    for line in (proc_root / "meminfo").read_text().splitlines():
+    for line in (_read(os.path.join(proc_root, "meminfo")) or "").splitlines():
         name, _, rest = line.partition(":")
         parts = rest.split()
         if parts and parts[0].isdigit():
@@ -67,48 +79,252 @@ def meminfo(proc_root: Path = Path("/proc")) -> dict[str, int]:
     return fields
 
 
-def read(env: Mapping[str, str], proc_root: Path = Path("/proc")) -> Reading:
-    real = _real_reading(proc_root)
-    simulated = env.get(SOURCE_ENV)
-    if simulated:
-        try:
-            percent = float(Path(simulated).read_text().strip().rstrip("%"))
-        except (OSError, ValueError):
-            raise UsageError(f"invalid value '{simulated}' for {SOURCE_ENV}: "
-                             "expected a readable file holding a percentage") from None
-        if not percent <= real.used_percent:  # a simulated reading only ever makes it worse (NaN too)
-            return Reading(percent if percent == percent else 100.0, real.total, f"file {simulated}")
-    return real
+def _unescape(text: str) -> str:
+    """A mountinfo path: spaces, tabs, newlines and backslashes come octal-escaped."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        text = text.replace(code, char)
+    return text
 
 
-def _real_reading(proc_root: Path) -> Reading:
-    cgroup = _cgroup_v2_dir(proc_root)
-    reading = _from_cgroup(cgroup) if cgroup else None
-    if reading is not None:
-        return reading
+def _mounts(proc_root: str) -> list[tuple[str, str, str, set[str]]]:
+    """(root, mount point, fs type, super options) of every cgroup mount."""
+    found = []
+    for line in (_read(os.path.join(proc_root, "self", "mountinfo")) or "").splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 5 or len(tail) < 3 or not tail[0].startswith("cgroup"):
+            continue
+        found.append((_unescape(fields[3]), _unescape(fields[4]), tail[0], set(tail[2].split(","))))
+    return found
+
+
+def _cgroup_dirs(proc_root: str, v2: bool) -> list[str]:
+    """Our own cgroup directory (memory controller for v1, the unified one for v2) and its
+    ancestors up to the mount point, innermost first."""
+    lines = (_read(os.path.join(proc_root, "self", "cgroup")) or "").splitlines()
+    path = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if (v2 and parts[0] == "0" and parts[1] == "") or (not v2 and "memory" in parts[1].split(",")):
+            path = parts[2]
+            break
+    if path is None:
+        return []
+    for root, point, kind, options in _mounts(proc_root):
+        if (kind == "cgroup2") != v2 or (not v2 and "memory" not in options):
+            continue
+        relative = path[len(root):] if root != "/" and (path == root or path.startswith(root + "/")) else path
+        directory = os.path.normpath(point + "/" + relative.lstrip("/"))
+        dirs = []
+        while True:
+            dirs.append(directory)
+            if directory == point or len(directory) <= len(point):
+                break
+            directory = os.path.dirname(directory)
+        return dirs
+    return []
+
+
+def _stat_field(text: str | None, name: str) -> int:
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == name and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def _number(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def limits(proc_root: str = PROC) -> list[Limit]:
+    """Every memory limit that applies to this process: MemTotal first, then cgroup limits."""
     fields = meminfo(proc_root)
     total = fields.get("MemTotal", 0)
-    available = fields.get("MemAvailable", fields.get("MemFree", 0))
-    used = 100.0 * (1 - available / total) if total else 0.0
-    return Reading(used, total, "/proc/meminfo")
+    found = []
+    if total:
+        available = fields.get("MemAvailable", fields.get("MemFree", 0))
+        found.append(Limit(total, total - available, "MemTotal (/proc/meminfo)"))
+    for directory in _cgroup_dirs(proc_root, v2=True):
+        limit = _number(_read(os.path.join(directory, "memory.max")))
+        current = _number(_read(os.path.join(directory, "memory.current")))
+        if limit is None or current is None or limit <= 0:
+            continue  # "max", or no memory controller here
+        inactive = _stat_field(_read(os.path.join(directory, "memory.stat")), "inactive_file")
+        found.append(Limit(limit, current - inactive, f"cgroup v2 memory.max of {directory}"))
+    for directory in _cgroup_dirs(proc_root, v2=False):
+        limit = _number(_read(os.path.join(directory, "memory.limit_in_bytes")))
+        usage = _number(_read(os.path.join(directory, "memory.usage_in_bytes")))
+        if limit is None or usage is None or limit <= 0 or limit >= UNLIMITED_CGROUP:
+            continue
+        stat = _read(os.path.join(directory, "memory.stat"))
+        inactive = _stat_field(stat, "total_inactive_file") or _stat_field(stat, "inactive_file")
+        found.append(Limit(limit, usage - inactive, f"cgroup v1 memory.limit_in_bytes of {directory}"))
+    return found
 
 
-def total_memory(env: Mapping[str, str]) -> int:
-    """Total memory for sizing: the cgroup limit when there is one, else MemTotal."""
-    cgroup = _cgroup_v2_dir(Path("/proc"))
-    reading = _from_cgroup(cgroup) if cgroup else None
-    return reading.total if reading else meminfo().get("MemTotal", 0)
+def in_force(proc_root: str = PROC) -> Limit:
+    """The limit with the least room left (a cgroup limit above MemTotal never wins)."""
+    found = limits(proc_root)
+    if not found:
+        return Limit(0, 0, "unknown (no /proc/meminfo)")
+    return min(found, key=lambda limit: (limit.room, limit.limit))
+
+
+def _simulated_percent(env: Mapping[str, str]) -> float | None:
+    simulated = env.get(SOURCE_ENV)
+    if not simulated:
+        return None
+    text = (_read(simulated) or "").strip().rstrip("%").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise UsageError(f"invalid value '{simulated}' for {SOURCE_ENV}: "
+                         "expected a readable file holding a percentage") from None
+    return value
+
+
+def read(env: Mapping[str, str], proc_root: str = PROC) -> Reading:
+    """Memory use against the limit in force; the test hook can only raise it."""
+    limit = in_force(proc_root)
+    percent = 100.0 * limit.used / limit.limit if limit.limit else 0.0
+    simulated = _simulated_percent(env)
+    if simulated is not None and simulated > percent:
+        used = int(limit.limit * simulated / 100)
+        return Reading(simulated, limit.limit, f"{limit.source}, raised by {SOURCE_ENV}", used)
+    return Reading(percent, limit.limit, limit.source, limit.used)
+
+
+def reserve_within(reserve: int, limit: int) -> int:
+    """Memory kept back for the host, at most a quarter of the limit in force: a 2G host reserve
+    would leave nothing of a 1G container."""
+    return min(reserve, limit // 4) if limit else reserve
+
+
+def total_memory(env: Mapping[str, str], proc_root: str = PROC) -> int:
+    """The limit in force, for sizing slots (0 when unknown)."""
+    return in_force(proc_root).limit
+
+
+# ---- pressure ------------------------------------------------------------------------
+
+class Pressure:
+    """avg10 percentages of /proc/pressure/{memory,io} (0.0 where absent)."""
+
+    __slots__ = ("io_full", "io_some", "memory_full", "memory_some", "source")
+
+    def __init__(self) -> None:
+        self.memory_some = self.memory_full = self.io_some = self.io_full = 0.0
+        self.source = "/proc/pressure"
+
+    def as_json(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _psi(text: str | None) -> dict[str, float]:
+    """{"some": avg10, "full": avg10} of one /proc/pressure file."""
+    found: dict[str, float] = {}
+    for line in (text or "").splitlines():
+        kind, *fields = line.split()
+        for field in fields:
+            if field.startswith("avg10="):
+                try:
+                    found[kind] = max(0.0, min(100.0, float(field[6:])))
+                except ValueError:
+                    pass
+    return found
+
+
+def pressure(env: Mapping[str, str], proc_root: str = PROC) -> Pressure:
+    result = Pressure()
+    hook = env.get(PRESSURE_ENV)
+    for resource in ("memory", "io"):
+        real = _psi(_read(os.path.join(proc_root, "pressure", resource)))
+        fake = _psi(_read(os.path.join(hook, resource))) if hook else {}
+        for kind in ("some", "full"):
+            value = real.get(kind, 0.0)
+            if fake.get(kind, 0.0) > value:
+                value = fake[kind]
+                result.source = f"/proc/pressure, raised by {PRESSURE_ENV}"
+            setattr(result, f"{resource}_{kind}", value)
+    return result
+
+
+# ---- process trees -------------------------------------------------------------------
+
+def ancestors(proc_root: str = PROC) -> set[int]:
+    """The pids of our parent, its parent, ... up to (not including) init."""
+    pids: set[int] = set()
+    pid = os.getppid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        text = _read(os.path.join(proc_root, str(pid), "stat"))
+        try:
+            pid = int((text or "").rsplit(")", 1)[1].split()[1])
+        except (IndexError, ValueError):
+            break
+    return pids
+
+
+def tree_rss(roots: list[int], proc_root: str = PROC) -> dict[int, int]:
+    """The memory each root's process tree holds, from one pass over /proc: every process's
+    private resident memory (statm resident - shared), plus the largest file-backed resident
+    set once. Plain RSS summed over a build would count the compiler's shared libraries once
+    per rustc, and overstate a build several times over."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    parent: dict[int, int] = {}
+    memory: dict[int, tuple[int, int]] = {}
+    try:
+        names = os.listdir(proc_root)
+    except OSError:
+        return {root: 0 for root in roots}
+    for name in names:
+        if not name.isdigit():
+            continue
+        text = _read(os.path.join(proc_root, name, "stat"))
+        statm = (_read(os.path.join(proc_root, name, "statm")) or "").split()
+        if not text or len(statm) < 3:
+            continue
+        try:
+            parent[int(name)] = int(text.rsplit(")", 1)[-1].split()[1])
+            resident, shared = int(statm[1]) * page, int(statm[2]) * page
+        except (IndexError, ValueError):
+            continue
+        memory[int(name)] = (max(0, resident - shared), shared)
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    totals = {}
+    for root in roots:
+        seen, todo, private, shared = set(), [root], 0, 0
+        while todo:
+            pid = todo.pop()
+            if pid in seen or pid not in memory:
+                continue
+            seen.add(pid)
+            private += memory[pid][0]
+            shared = max(shared, memory[pid][1])
+            todo.extend(children.get(pid, ()))
+        totals[root] = private + shared
+    return totals
 
 
 # ---- CPU -----------------------------------------------------------------------------
 
-def _cgroup_dirs(proc_root: Path, v1_controller: str) -> list[tuple[str, Path, Path]]:
+def _cpu_cgroup_dirs(proc_root: str, v1_controller: str) -> list[tuple[str, str, str]]:
     """(version, cgroup dir, mount point) of this process for cgroup v2 and for the v1 hierarchy
     that carries `v1_controller`, found through mountinfo (so a hierarchy mounted anywhere, or
     a container's namespaced view, is read where it really is)."""
     try:
-        memberships = (proc_root / "self" / "cgroup").read_text().splitlines()
-        mounts = (proc_root / "self" / "mountinfo").read_text().splitlines()
+        with open(os.path.join(proc_root, "self", "cgroup")) as handle:
+            memberships = handle.read().splitlines()
+        with open(os.path.join(proc_root, "self", "mountinfo")) as handle:
+            mounts = handle.read().splitlines()
     except OSError:
         return []
     found = []
@@ -135,22 +351,22 @@ def _cgroup_dirs(proc_root: Path, v1_controller: str) -> list[tuple[str, Path, P
             if root != "/" and not (path == root or path.startswith(root.rstrip("/") + "/")):
                 continue
             relative = path[len(root):] if root != "/" else path
-            found.append((version, Path(point) / relative.lstrip("/"), Path(point)))
+            found.append((version, os.path.normpath(os.path.join(point, relative.lstrip("/"))), point))
             break
     return found
 
 
-def _read_quota(directory: Path, version: str) -> float | None:
+def _read_quota(directory: str, version: str) -> float | None:
     """CPUs granted by one cgroup's quota, or None for no quota."""
     try:
         if version == "v2":
-            quota_text, _, period_text = (directory / "cpu.max").read_text().strip().partition(" ")
+            quota_text, _, period_text = (_read(os.path.join(directory, "cpu.max")) or "").strip().partition(" ")
             if quota_text == "max":
                 return None
             quota, period = int(quota_text), int(period_text or "100000")
         else:
-            quota = int((directory / "cpu.cfs_quota_us").read_text().strip())
-            period = int((directory / "cpu.cfs_period_us").read_text().strip())
+            quota = int((_read(os.path.join(directory, "cpu.cfs_quota_us")) or "").strip())
+            period = int((_read(os.path.join(directory, "cpu.cfs_period_us")) or "").strip())
     except (OSError, ValueError):
         return None
     if quota <= 0 or period <= 0:
@@ -158,25 +374,26 @@ def _read_quota(directory: Path, version: str) -> float | None:
     return quota / period
 
 
-def cpu_limit(proc_root: Path = Path("/proc")) -> tuple[float, str] | None:
+def cpu_limit(proc_root: str = PROC) -> tuple[float, str] | None:
     """The tightest cgroup CPU quota over this process's cgroup and its ancestors, in CPUs, with
     the file it came from; None when no quota applies (cgroup v2 `cpu.max`, v1
     `cpu.cfs_quota_us` / `cpu.cfs_period_us`)."""
     best: tuple[float, str] | None = None
-    for version, directory, mount in _cgroup_dirs(proc_root, "cpu"):
+    for version, directory, mount in _cpu_cgroup_dirs(proc_root, "cpu"):
         current = directory
         while True:
             quota = _read_quota(current, version)
             if quota is not None and (best is None or quota < best[0]):
                 name = "cpu.max" if version == "v2" else "cpu.cfs_quota_us"
-                best = (quota, str(current / name))
-            if current == mount or current.parent == current:
+                best = (quota, os.path.join(current, name))
+            parent = os.path.dirname(current)
+            if current == mount or parent == current:
                 break
-            current = current.parent
+            current = parent
     return best
 
 
-def cpus(proc_root: Path = Path("/proc")) -> tuple[int, str]:
+def cpus(proc_root: str = PROC) -> tuple[int, str]:
     """The CPUs this process may keep busy: its affinity, lowered by a cgroup CPU quota (rounded
     up: 1.5 CPUs of quota keeps two jobs busy), with how that was found."""
     import math

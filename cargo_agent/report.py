@@ -1,10 +1,21 @@
-"""The run log: one JSON line per run in `<lock dir>/runs.jsonl`, size-bounded (rotated to
-`runs.jsonl.1`), typed records read back from it, and the optional one-line summary on stderr."""
+"""The run log and the link log: one JSON line per build in `<lock dir>/runs.jsonl` and one per
+link in `<lock dir>/links.jsonl`, each size-bounded (rotated to `<name>.1`); typed records read
+back from them; the peak-memory predictions learned from them; and the one-line run summary.
+
+Learning: every build records the peak memory of its whole process tree (`peak_rss`: the
+highest sampled sum of RSS over the tree, or the kernel's exit accounting of the largest
+waited-for process where that is higher, as on runs too short to sample) under a key of
+workspace, subcommand, profile and package set. A command's predicted peak is the highest
+peak among the last PREDICTION_RUNS runs with the same key; a command never seen before is
+predicted at `per_build_memory`. The link gate records each link's peak the same way. Auto
+slots use the median recent build peak, link slots the highest recent link peak.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cargo_agent import lockdir
@@ -12,6 +23,12 @@ from cargo_agent.errors import UsageError
 
 MAX_LOG_BYTES = 1 << 20
 LOG_LOCK_SECONDS = 5.0  # appending takes microseconds; a lock held longer is not a writer's
+RUNS = "runs.jsonl"
+LINKS = "links.jsonl"
+PREDICTION_RUNS = 5  # a key's prediction: the highest of its last runs
+LEARNED_RUNS = 50  # auto slots and link slots: the highest peak among the last runs of any key
+SOURCE_SAMPLED = "sampled build tree"
+SOURCE_KERNEL = "kernel accounting of the largest process"
 
 
 class RunRecord:
@@ -55,12 +72,18 @@ class RunRecord:
         value = self.number("exit_code")
         return int(value) if value is not None else None
 
+    @property
+    def peak(self) -> int | None:
+        """The recorded peak memory in bytes, if it is a plausible number."""
+        value = self.number("peak_rss")
+        return int(value) if value is not None and 0 < value < 1 << 62 else None
 
-def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
+
+def append(lock_dir: Path, record: Mapping[str, object], shared: bool, name: str = RUNS) -> None:
     """Append one record; rotation is serialised by a kernel lock on `runs.lock`. (fcntl, not
     filelock: this runs after every build, and importing filelock costs more than the rest.)
     The log is a convenience: a build never fails over it."""
-    log = lock_dir / "runs.jsonl"
+    log = lock_dir / name
     line = json.dumps(record, separators=(",", ":")) + "\n"
     try:
         guard = lockdir.open_lock(lock_dir / "runs.lock", shared)
@@ -71,7 +94,7 @@ def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
             return
         try:
             if os.stat(log, follow_symlinks=False).st_size + len(line) > MAX_LOG_BYTES:
-                lockdir.rename(log, "runs.jsonl.1")
+                lockdir.rename(log, f"{name}.1")
         except FileNotFoundError:
             pass
         lockdir.append(log, line.encode(), shared)
@@ -81,19 +104,36 @@ def append(lock_dir: Path, record: dict[str, object], shared: bool) -> None:
         os.close(guard)
 
 
-def recent(lock_dir: Path, count: int = 10) -> list[RunRecord]:
-    return read_log(lock_dir)[0][-count:]
-
-
-def read_log(lock_dir: Path) -> tuple[list[RunRecord], int]:
-    """The records of the run log, and how many lines were skipped as malformed (not JSON, or
-    JSON that is not an object: `[1,2]`, `42`); an unusable log reads as empty."""
+def _read(path: Path) -> list[str]:
     try:
-        text = lockdir.read_text(lock_dir / "runs.jsonl")
+        return (lockdir.read_text(path) or "").splitlines()
     except UsageError:
-        return [], 0
+        return []
+
+
+def recent(lock_dir: Path, count: int = 10, name: str = RUNS) -> list[RunRecord]:
+    """The last `count` records (only the tail is parsed, and the rotated half read only when
+    needed: this runs on every build)."""
+    lines = [line for line in _read(lock_dir / name) if line.strip()]
+    if len(lines) < 2 * count:
+        lines = [line for line in _read(lock_dir / f"{name}.1") if line.strip()] + lines
+    return _parse(lines[-2 * count:])[0][-count:]
+
+
+def _lines(lock_dir: Path, name: str) -> list[str]:
+    """The log's lines, the rotated older half first; a log that cannot be read safely is empty."""
+    lines: list[str] = []
+    for file_name in (f"{name}.1", name):
+        try:
+            lines += (lockdir.read_text(lock_dir / file_name) or "").splitlines()
+        except UsageError:
+            continue
+    return lines
+
+
+def _parse(lines: Sequence[str]) -> tuple[list[RunRecord], int]:
     records, malformed = [], 0
-    for line in (text or "").splitlines():
+    for line in lines:
         if not line.strip():
             continue
         try:
@@ -107,9 +147,92 @@ def read_log(lock_dir: Path) -> tuple[list[RunRecord], int]:
     return records, malformed
 
 
-def summary(record: dict[str, object]) -> str:
-    rss = int(str(record.get("peak_rss", 0))) / (1 << 20)
+def read_log(lock_dir: Path, name: str = RUNS) -> tuple[list[RunRecord], int]:
+    """The records of a log (its rotated half first), and how many lines were skipped as
+    malformed (not JSON, or JSON that is not an object: `[1,2]`, `42`); an unusable log reads
+    as empty."""
+    return _parse(_lines(lock_dir, name))
+
+
+# ---- learned peaks -------------------------------------------------------------------
+
+def command_key(workspace: str | None, subcommand: str | None, options: Sequence[tuple[str, str | None]]
+                ) -> dict[str, object]:
+    """What makes two commands alike for memory: workspace, subcommand, profile, package set.
+    `options` are the (canonical name, value) pairs of the command's options."""
+    profile = "default"
+    packages: list[str] = []
+    for name, value in options:
+        if name == "--profile" and value:
+            profile = value
+        elif name == "--release" and profile == "default":
+            profile = "release"
+        elif name == "--package" and value:
+            packages.append(value)
+        elif name in ("--workspace", "--all"):
+            packages.append("--workspace")
+        elif name == "--exclude" and value:
+            packages.append(f"!{value}")
+    return {"workspace": workspace or "", "subcommand": subcommand or "", "profile": profile,
+            "packages": sorted(set(packages))}
+
+
+def _same_key(record: RunRecord, key: Mapping[str, object]) -> bool:
+    stored = record.data.get("key")
+    return isinstance(stored, dict) and all(stored.get(k) == v for k, v in key.items())
+
+
+class Prediction:
+    __slots__ = ("peak", "runs", "source")
+
+    def __init__(self, peak: int, source: str, runs: int = 0) -> None:
+        self.peak, self.source, self.runs = peak, source, runs
+
+    def as_json(self) -> dict[str, object]:
+        return {"peak": self.peak, "source": self.source, "runs": self.runs}
+
+
+def predict(lock_dir: Path, key: Mapping[str, object], default: int) -> Prediction:
+    """The highest peak among the last PREDICTION_RUNS runs with this key, else `default`."""
+    # Newest first, parsing only lines that name the workspace and subcommand, until enough runs.
+    needles = [json.dumps(key.get(field, "")) for field in ("workspace", "subcommand")]
+    recent_peaks: list[int] = []
+    for line in reversed(_lines(lock_dir, RUNS)):
+        if len(recent_peaks) >= PREDICTION_RUNS:
+            break
+        if not all(needle in line for needle in needles):
+            continue
+        for record in _parse([line])[0]:
+            if _same_key(record, key) and record.peak and not record.data.get("nested"):
+                recent_peaks.append(record.peak)
+    if not recent_peaks:
+        return Prediction(default, "per_build_memory (no history for this command)")
+    return Prediction(max(recent_peaks), f"history: highest peak of the last {len(recent_peaks)} runs "
+                      "of this command", len(recent_peaks))
+
+
+def learned_peak(lock_dir: Path, name: str = RUNS, typical: bool = False) -> int | None:
+    """Among the last LEARNED_RUNS records of a log: the highest peak, or with `typical` the
+    median one (None without any). Auto slots size for a typical build (admission sees to
+    the big ones); link slots for the biggest link (a link cannot be held back once started)."""
+    peaks = sorted(p for p in (r.peak for r in recent(lock_dir, LEARNED_RUNS, name) if not r.data.get("nested"))
+                   if p is not None)
+    if not peaks:
+        return None
+    return peaks[len(peaks) // 2] if typical else peaks[-1]
+
+
+# ---- the summary ---------------------------------------------------------------------
+
+def mib(value: object) -> str:
+    return f"{int(value) / (1 << 20):.0f} MiB" if isinstance(value, (int, float)) else "?"
+
+
+def summary(record: Mapping[str, object]) -> str:
+    predicted = record.get("predicted_peak")
+    memory = f"peak memory {mib(record.get('peak_rss', 0))} ({record.get('peak_source', 'unknown source')}"
+    memory += f"; predicted {mib(predicted)})" if isinstance(predicted, (int, float)) else ")"
     return (f"cargo-agent: exit {record.get('exit_code')} in {record.get('wall_seconds')}s "
             f"(waited {record.get('slot_wait_seconds')}s for slot {record.get('slot')}, "
-            f"peak RSS {rss:.0f} MiB, {record.get('retries')} retries"
+            f"{memory}, {record.get('retries')} retries"
             + (f", peak {record['tokens_peak']} CPU tokens" if "tokens_peak" in record else "") + ")")

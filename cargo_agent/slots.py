@@ -65,19 +65,33 @@ class SlotSettings:
     mem_high: float
     mem_kill: float | None
     wait_timeout: float | None
+    pressure_high: float | None = None
+    pressure_kill: float | None = None
+
+
+def learned_per_build(lock_dir: Path) -> int | None:
+    """A typical (median) build peak among recent runs in this lock dir's run log, if any."""
+    from cargo_agent import report
+
+    return report.learned_peak(lock_dir, typical=True) if lock_dir.is_dir() else None
 
 
 def auto_slots(config: Config, env: Mapping[str, str], per_build: int | None = None,
-               reserve: int | None = None) -> tuple[int, str]:
+               reserve: int | None = None, lock_dir: Path | None = None) -> tuple[int, str]:
+    """N from the memory limit in force and cores; per build, the median recent peak in the
+    run log once there is one (admission sees to the big builds), else `per_build_memory`."""
     cores = host.cores
-    total = host.total_memory(env)
-    per_build = int(config["per_build_memory"] if per_build is None else per_build)
-    reserve = int(config["host_reserve"] if reserve is None else reserve)
-    by_memory = max(1, (total - reserve) // per_build)
+    limit = host.in_force()
+    total = limit.limit
+    learned = learned_per_build(lock_dir) if lock_dir is not None else None
+    per_build = learned or int(config["per_build_memory"] if per_build is None else per_build)
+    reserve = host.reserve_within(int(config["host_reserve"] if reserve is None else reserve), total)
+    by_memory = max(1, (total - reserve) // max(1, per_build))
     n = max(1, min(by_memory, cores()))
     gib = 1 << 30
-    formula = (f"min(floor(({total / gib:.1f}G total - {reserve / gib:g}G reserve) / "
-               f"{per_build / gib:g}G per build) = {by_memory}, {cores()} cores) = {n}")
+    what = "median of recent runs" if learned else "per_build_memory"
+    formula = (f"min(floor(({total / gib:.1f}G {limit.source} - {reserve / gib:.2f}G reserve) / "
+               f"{per_build / gib:.2f}G per build ({what})) = {by_memory}, {cores()} cores) = {n}")
     return n, formula
 
 
@@ -99,7 +113,7 @@ def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> Slot
         count = ceiling
     else:
         ceiling, formula = auto_slots(config, env, config.baseline("per_build_memory"),
-                                      config.baseline("host_reserve"))
+                                      config.baseline("host_reserve"), lock_dir)
         own = (config["per_build_memory"], config["host_reserve"])
         tighter = own != (config.baseline("per_build_memory"), config.baseline("host_reserve"))
         count = min(ceiling, auto_slots(config, env)[0]) if tighter else ceiling
@@ -109,7 +123,7 @@ def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> Slot
             _say_clamped(config, requested, ceiling)
         count = min(count, requested)
     return SlotSettings(lock_dir, count, ceiling, shared, formula, float(config["mem_high"]),
-                        config["mem_kill"], config["wait_timeout"])
+                        config["mem_kill"], config["wait_timeout"], config["pressure_high"], config["pressure_kill"])
 
 
 def _say_clamped(config: Config, requested: int, ceiling: int) -> None:
@@ -138,8 +152,8 @@ class Holder:
     hold anything: a field of the wrong type reads as missing, a file that is not a JSON object
     reads as empty, and either is `malformed` (reported by --doctor, ignored everywhere else)."""
 
-    __slots__ = ("admitted", "command", "cwd", "heartbeat", "malformed", "pid", "queued", "seq", "slot", "usable",
-                 "user")
+    __slots__ = ("admitted", "command", "cwd", "heartbeat", "malformed", "pid", "predicted", "queued", "seq", "slot",
+                 "usable", "user")
 
     def __init__(self, data: object = None, malformed: bool = False) -> None:
         fields = data if isinstance(data, dict) else {}
@@ -155,8 +169,9 @@ class Holder:
         self.queued = _number(fields.get("queued"))
         self.usable = _whole(fields.get("usable"))  # a waiter: how many of the host's slots it may use
         self.heartbeat: float | None = None  # a waiter: when it last touched its ticket (its mtime)
+        self.predicted = _whole(fields.get("predicted"))  # predicted peak memory, bytes
         wrong_type = any(fields.get(name) is not None and getattr(self, name) is None
-                         for name in ("pid", "slot", "seq", "user", "cwd", "admitted", "queued"))
+                         for name in ("pid", "slot", "seq", "user", "cwd", "admitted", "queued", "predicted"))
         if wrong_type or (command is not None and (not isinstance(command, list) or len(self.command) != len(command))):
             self.malformed = True  # a field of the wrong type: still read, but named by --doctor
 
@@ -560,7 +575,7 @@ def queue_entries(settings: SlotSettings) -> list[Holder]:
         except OSError:
             pass
         entries.append(entry)
-    return entries
+    return sorted([*entries, *_asides(settings, 1 << 62)], key=lambda e: e.seq or 0)
 
 
 def is_stale(entry: Holder, now: float) -> bool:
@@ -696,10 +711,15 @@ def _hold_back(settings: SlotSettings, env: Mapping[str, str]) -> str | None:
     return None
 
 
-def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[str, str]) -> Slot:
-    """Wait in FIFO order for a slot (and for memory below mem_high); raise on wait timeout.
-    No thread, no busy loop: see the module doc."""
+def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[str, str],
+            predicted: int | None = None) -> Slot:
+    """Wait in FIFO order for a slot, and for memory (see `memory_verdict`); raise on wait
+    timeout. `predicted` is this command's predicted peak memory in bytes. No thread, no busy
+    loop: see the module doc."""
     meta = {**holder_meta(command, cwd), "usable": settings.count}
+    if predicted is not None:
+        meta["predicted"] = predicted
+    aside = False
     progress = _Progress(settings)
     deadline = progress.started + settings.wait_timeout if settings.wait_timeout else None
     watch = LockDirWatch(settings)
@@ -752,9 +772,12 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
                 if reason is None and watch.unregistered():
                     reason = "builds of the replaced lock dir have not taken a slot in the new one yet"
                 if reason is None:
-                    slot = _take_free_slot(settings, fds, meta, progress, queued_at, watch)
+                    slot, reason, too_big = _take_free_slot(settings, env, predicted, ticket, fds, meta, progress,
+                                                            queued_at, watch)
                     if slot is not None:
                         return slot
+                    if too_big and not aside:  # let smaller commands behind us go first
+                        ticket, aside = _step_aside(settings, ticket, meta), True
             _check_deadline(deadline, settings, ticket, reason)
             progress.update(ticket, reason)
             if wakeup is None:  # set up only now, then look once more: no wake-up can be missed
@@ -780,17 +803,117 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _take_free_slot(settings: SlotSettings, fds: dict[int, int], meta: dict[str, object], progress: _Progress,
-                    queued_at: float, watch: LockDirWatch) -> Slot | None:
+def _take_free_slot(settings: SlotSettings, env: Mapping[str, str], predicted: int | None, ticket: Ticket,
+                    fds: dict[int, int], meta: dict[str, object], progress: _Progress, queued_at: float,
+                    watch: LockDirWatch) -> tuple[Slot | None, str | None, bool]:
+    """A free slot, if there is one and the memory verdict admits this command: (slot, None,
+    False); else (None, why not, whether the command's own predicted peak is what does not fit)."""
     for k, fd in fds.items():
-        if lockdir.try_lock(fd) and not watch.moved():
-            record = {**meta, "slot": k, "admitted": time.time()}
-            meta_path = watch.record(settings.lock_dir / f"slot-{k}.json", record)
-            del fds[k]
-            return Slot(k, fd, settings.lock_dir / f"slot-{k}.lock", settings,
-                        waited=time.monotonic() - progress.started, meta_path=meta_path,
-                        queued_at=queued_at, admitted_at=time.time(), dir_identity=watch.identity, record=record)
-    return None
+        if not lockdir.try_lock(fd):
+            continue
+        if watch.moved():
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None, None, False
+        reason, too_big, record, meta_path = _decide(settings, env, predicted, ticket, meta, k, watch)
+        if reason is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None, reason, too_big
+        del fds[k]
+        return Slot(k, fd, settings.lock_dir / f"slot-{k}.lock", settings,
+                    waited=time.monotonic() - progress.started, meta_path=meta_path,
+                    queued_at=queued_at, admitted_at=time.time(), dir_identity=watch.identity,
+                    record=record), None, False
+    return None, None, False
+
+
+# ---- memory admission ----------------------------------------------------------------
+
+def _step_aside(settings: SlotSettings, ticket: Ticket, meta: dict[str, object]) -> Ticket:
+    """A head whose predicted peak does not fit lets the queue behind it move: its ticket
+    becomes a flock'ed `.aside` marker (not a ticket: nobody waits on it), and it goes on
+    polling. Heads behind it are admitted only while it still does not fit."""
+    path = ticket.path.with_suffix(".aside")
+    lockdir.remove(path)
+    fd = lockdir.open_file(path, os.O_RDWR, lockdir.file_mode(settings.shared), exclusive=True)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    lockdir.write_fd(fd, json.dumps({**meta, "queued": time.time()}).encode(), path)
+    lockdir.remove(ticket.path)  # the next waiter now becomes the head
+    os.close(ticket.fd)
+    return Ticket(ticket.seq, fd, path, ticket.queued)
+
+
+def _asides(settings: SlotSettings, before: int) -> list[Holder]:
+    """Live step-aside markers of waiters queued before `before`, oldest first."""
+    queue = settings.lock_dir / "queue"
+    names = sorted(lockdir.listdir(queue))
+    locks = lockdir.locked_inodes()
+    found = []
+    for name in names:
+        seq_text = name.split("-", 1)[0]
+        if name.endswith(".aside") and seq_text.isdigit() and int(seq_text) < before \
+                and lockdir.is_locked(queue / name, locks):
+            entry = Holder.read(queue / name)
+            entry.seq = int(seq_text)
+            found.append(entry)
+    return found
+
+
+def memory_verdict(settings: SlotSettings, env: Mapping[str, str], predicted: int | None,
+                   seq: int | None = None, own_slot: int | None = None) -> tuple[str | None, bool]:
+    """(why a build may not start now, or None; whether its prediction is what does not fit).
+
+    Held back while memory or I/O pressure is above `pressure_high`, while memory use is
+    above `mem_high`, or while the predicted peak does not fit under `mem_high` of the limit
+    in force next to what the running builds are predicted to still need (their predicted
+    peak minus their tree's RSS now). With no build running, a build is admitted whatever its
+    prediction (it could never fit otherwise). Earlier waiters that stepped aside go first
+    as soon as they fit."""
+    if settings.pressure_high is not None:
+        pressure = host.pressure(env)
+        for what, value in (("memory pressure (PSI some avg10)", pressure.memory_some),
+                            ("I/O pressure (PSI full avg10)", pressure.io_full)):
+            if value > settings.pressure_high:
+                return (f"{what} at {value:.0f}% is above pressure_high {settings.pressure_high:g}% "
+                        f"({pressure.source})", False)
+    reading = host.read(env)
+    if reading.used_percent > settings.mem_high:
+        return (f"memory at {reading.used_percent:.0f}% is above mem_high {settings.mem_high:g}% "
+                f"({reading.source})", False)
+    if predicted is None or not reading.total:
+        return None, False
+    held = [h for h in holders(settings) if h.slot != own_slot]  # the slot we try-locked is not a build
+    if not held:
+        return None, False
+    budget = int(reading.total * settings.mem_high / 100)
+    rss = host.tree_rss([h.pid for h in held if h.pid is not None])
+    still = sum(max(0, (h.predicted or 0) - rss.get(h.pid or 0, 0)) for h in held)
+    for earlier in _asides(settings, seq if seq is not None else 1 << 62):
+        if earlier.predicted is not None and reading.used + still + earlier.predicted <= budget:
+            return (f"an earlier build predicted at {earlier.predicted >> 20} MiB fits now and goes first", False)
+    if reading.used + still + predicted > budget:
+        return (f"predicted peak {predicted >> 20} MiB does not fit: {reading.used >> 20} MiB used + "
+                f"{still >> 20} MiB still needed by {len(held)} running builds > {budget >> 20} MiB "
+                f"(mem_high {settings.mem_high:g}% of {reading.total >> 20} MiB, {reading.source})", True)
+    return None, False
+
+
+def _decide(settings: SlotSettings, env: Mapping[str, str], predicted: int | None, ticket: Ticket,
+            meta: dict[str, object], k: int, watch: LockDirWatch
+            ) -> tuple[str | None, bool, dict[str, object] | None, Path | None]:
+    """With slot k locked: the memory verdict and, on admission, the holder record (and where it
+    was written), under the queue mutex, so that two waiters (a head and one that stepped aside)
+    never both take the same room."""
+    mutex = lockdir.open_lock(settings.lock_dir / "queue.lock", settings.shared)
+    try:
+        if not lockdir.lock_within(mutex, settings.wait_timeout):
+            return "the queue mutex is held by another process", False, None, None
+        reason, too_big = memory_verdict(settings, env, predicted, ticket.seq, k)
+        if reason is not None:
+            return reason, too_big, None, None
+        record = {**meta, "slot": k, "admitted": time.time()}
+        return None, False, record, watch.record(settings.lock_dir / f"slot-{k}.json", record)
+    finally:
+        os.close(mutex)
 
 
 def _check_deadline(deadline: float | None, settings: SlotSettings, ticket: Ticket, reason: str | None = None) -> None:
@@ -807,7 +930,8 @@ def _check_deadline(deadline: float | None, settings: SlotSettings, ticket: Tick
 
 
 def newest_holder_pid(settings: SlotSettings) -> int | None:
+    """The most recently admitted holder, when there are several (the oldest is never it)."""
     held = [h for h in holders(settings) if h.admitted is not None]
-    if not held:
+    if len(held) < 2:
         return None
     return max(held, key=lambda h: h.admitted or 0.0).pid

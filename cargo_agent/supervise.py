@@ -116,12 +116,13 @@ class RunSpec:
 class Outcome:
     """How one supervised run ended; crosses from the supervisor to the wrapper as JSON."""
 
-    __slots__ = ("exit_code", "memory_killed", "peak_rss", "program_started", "running", "signalled", "stderr_tail",
-                 "stopped", "timed_out", "wrapper_stops")
+    __slots__ = ("exit_code", "kernel_peak", "memory_killed", "peak_rss", "program_started", "running", "signalled",
+                 "stderr_tail", "stopped", "timed_out", "wrapper_stops")
 
     def __init__(self, exit_code: int, timed_out: bool = False, signalled: int | None = None, stopped: int = 0,
                  stderr_tail: str = "", peak_rss: int = 0, memory_killed: bool = False,
-                 program_started: bool = False, running: list[str] | None = None, wrapper_stops: int = 0) -> None:
+                 program_started: bool = False, running: list[str] | None = None, wrapper_stops: int = 0,
+                 kernel_peak: int = 0) -> None:
         self.exit_code = exit_code
         self.timed_out = timed_out
         self.signalled = signalled  # a signal we forwarded, or that killed cargo
@@ -132,6 +133,9 @@ class Outcome:
         self.program_started = program_started  # a test or program ran (the build phase was over)
         self.running = running if running is not None else []  # what was running when it was stopped
         self.wrapper_stops = wrapper_stops  # times the build was stopped (Ctrl-Z, SIGSTOP of the caller)
+        # The largest process among the waited-for build (the kernel's accounting in the supervisor,
+        # whose children they are): a floor for runs too short to sample.
+        self.kernel_peak = kernel_peak
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -193,15 +197,20 @@ def descendants() -> list[Any]:
 
 
 def tree_rss() -> int:
+    """The memory the build's process tree holds: each process's private resident memory, plus
+    the largest file-backed resident set once (every rustc maps the same compiler libraries;
+    summing plain RSS would count them once per process). See host.tree_rss."""
     import psutil
 
-    total = 0
+    private = shared = 0
     for process in descendants():
         try:
-            total += process.memory_info().rss
+            info = process.memory_info()
         except psutil.Error:
-            pass
-    return total
+            continue
+        private += max(0, info.rss - info.shared)
+        shared = max(shared, info.shared)
+    return private + shared
 
 
 def running_names(processes: list[Any]) -> list[str]:
@@ -736,6 +745,25 @@ class _Child:
             pass
 
 
+def _limit_address_space(pid: int, limit_as: int | None) -> None:
+    """RLIMIT_AS of the spawned cargo (soft and hard); never raises. Where the hard limit cannot
+    be raised (an inherited `ulimit -v`, no privileges), cargo stays under it: asked for
+    `unlimited`, it keeps the inherited limit; asked for more than it, it gets the inherited one."""
+    wanted = resource.RLIM_INFINITY if limit_as is None else limit_as
+    try:
+        resource.prlimit(pid, resource.RLIMIT_AS, (wanted, wanted))
+        return
+    except (OSError, ValueError):
+        pass
+    try:
+        hard = resource.prlimit(pid, resource.RLIMIT_AS)[1]
+        infinite = resource.RLIM_INFINITY
+        soft = hard if wanted == infinite else wanted if hard == infinite else min(wanted, hard)
+        resource.prlimit(pid, resource.RLIMIT_AS, (soft, hard))
+    except (OSError, ValueError):
+        pass
+
+
 def _spawn(spec: RunSpec, stderr: int, terminal: int | None, wrapper_group: int) -> _Child:
     """Start cargo in a process group of its own, with default signal dispositions, stderr on
     `stderr`, the fds of `spec.pass_fds`, its RLIMIT_AS (soft and hard), and the terminal's
@@ -746,14 +774,7 @@ def _spawn(spec: RunSpec, stderr: int, terminal: int | None, wrapper_group: int)
                          file_actions=[(os.POSIX_SPAWN_DUP2, stderr, 2)],
                          setsigdef=(*FORWARDED_SIGNALS, *_IGNORED_IN_SUPERVISOR, signal.SIGCHLD))
     # Before cargo starts any rustc (it reads its config first): inherited by the whole build.
-    limit = resource.RLIM_INFINITY if spec.limit_as is None else spec.limit_as
-    try:
-        resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
-    except (OSError, ValueError):
-        if spec.limit_as is not None:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise
+    _limit_address_space(pid, spec.limit_as)
     if terminal is not None:
         try:  # take the foreground from the wrapper's job only (SIGTTOU is ignored here)
             if os.tcgetpgrp(terminal) == wrapper_group:
@@ -985,6 +1006,7 @@ class _Supervisor:
             outcome.exit_code = EXIT_SIGNAL_BASE - code
         else:
             outcome.exit_code = code or 0
+        outcome.kernel_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         import json
 
         self.report("O" + json.dumps(outcome.as_dict()))

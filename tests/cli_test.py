@@ -199,7 +199,8 @@ def test_doctor_reports_each_check(virtual_ws: Path, run_agent: RunAgent) -> Non
     result = run_agent("--doctor", cwd=virtual_ws)
     assert result.returncode == 0, result.stdout
     names = [line.split(":", 1)[0] for line in result.stdout.splitlines() if not line.startswith(" ")]
-    assert names == ["config", "real cargo", "cargo on PATH", "rustup", "lock dir", "slots", "settings"]
+    assert names == ["config", "real cargo", "cargo on PATH", "rustup", "lock dir", "slots", "memory limit",
+                     "settings"]
 
 
 def test_doctor_fails_on_a_bad_setting(virtual_ws: Path, run_agent: RunAgent) -> None:

@@ -36,6 +36,8 @@ NAMED_LIMITS = {"limit_as", "limit_as_exempt", "timeout", "mem_high", "mem_kill"
 
 def strict_raw(setting: config.Setting) -> str:
     """The strictest sensible host value of a limit, as text."""
+    if setting.tighter is config.at_most and setting.key == "limit_as":
+        return "256M"  # the smallest RLIMIT_AS accepted
     return {config.at_most: "1", config.at_least: "1T", config.both_allow: "false", config.fewer: "",
             config.more: "test, bench, nextest run, build, check", config.host_decides: "/tmp/host-locks"
             }[setting.tighter]  # type: ignore[index]
@@ -51,7 +53,7 @@ def loose_raw(setting: config.Setting) -> str:
             except ValueError:
                 continue
         raise AssertionError(f"no loose value for {setting.key}")
-    return {config.at_least: "1", config.both_allow: "true", config.fewer: "fuzz,miri,sanitizer,build,test",
+    return {config.at_least: "1k", config.both_allow: "true", config.fewer: "fuzz,miri,sanitizer,build,test",
             config.more: "", config.host_decides: "/tmp/elsewhere"}[setting.tighter]  # type: ignore[index]
 
 
@@ -269,6 +271,7 @@ HOST_POLICY = {  # strict, yet loose enough for a build to run on this host
     "slots": "1", "mem_high": "99", "mem_kill": "99", "per_build_memory": "4G", "host_reserve": "2G",
     "cpus": "2", "jobs": "1", "test_threads": "1", "link_threads": "1", "limit_as": "4G", "limit_as_exempt": "fuzz",
     "timeout": "4s", "kill_grace": "1s", "retries": "0", "wait_timeout": "30s",
+    "link_slots": "1", "pressure_high": "99", "pressure_kill": "99",
     "scoped_subcommands": "test, bench, nextest run", "max_packages": "1",
     "allow_unscoped": "false", "allow_all_targets": "false", "allow_all_features_tests": "false",
 }

@@ -23,6 +23,7 @@ from cargo_agent.errors import CargoAgentError
 Lines = list[str]
 # The files cargo-agent (and the helpers beside slots: CPU tokens, link slots) keeps in a lock dir.
 KNOWN_FILE = re.compile(r"(slot|cpu|link)-[0-9]+\.(lock|json)|queue\.(lock|seq)|runs\.(lock|jsonl|jsonl\.1)"
+                        r"|links\.(jsonl|jsonl\.1)"
                         r"|\..+\.[0-9]+\.[0-9a-f]{8}")  # a temporary of write_atomic
 TICKET = re.compile(r"[0-9]+-[0-9]+\.ticket")
 
@@ -57,6 +58,7 @@ def run(env: dict[str, str]) -> int:
         ("rustup", lambda: (toolchain.which("rustup", env) or "not found (+toolchain will not work)", [])),
         ("lock dir", lambda: lock_dir(load(), env)),
         ("slots", lambda: slot_count(load(), env)),
+        ("memory limit", lambda: memory_limit(env)),
         ("settings", lambda: sources(load())),
     ]
     for name, check in checks:
@@ -235,6 +237,21 @@ def _kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "not a regular file"
+
+
+# ---- memory ------------------------------------------------------------------------------
+
+def memory_limit(env: dict[str, str]) -> tuple[str, Lines]:
+    """The memory limit in force and where it comes from; every other limit found, and pressure."""
+    from cargo_agent import host
+
+    limit = host.in_force()
+    others = [f"also {other.limit >> 20} MiB, {other.used >> 20} MiB used ({other.source})"
+              for other in host.limits() if other.source != limit.source]
+    pressure = host.pressure(env)
+    return (f"{limit.limit >> 20} MiB, {limit.used >> 20} MiB used, from {limit.source}",
+            [*others, f"pressure: memory some {pressure.memory_some:g}%, full {pressure.memory_full:g}%, "
+                      f"I/O full {pressure.io_full:g}% (avg10, {pressure.source})"])
 
 
 # ---- slots and settings -----------------------------------------------------------------------

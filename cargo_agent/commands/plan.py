@@ -37,7 +37,8 @@ def show_passthrough(command: argv_model.CargoCommand, chosen: toolchain.Toolcha
 
 def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: toolchain.Toolchain,
                 slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str, limit_as: int | None,
-                config: settings.Config, env: dict[str, str], as_json: bool, pool: tokens.Pool) -> None:
+                config: settings.Config, env: dict[str, str], as_json: bool,
+                memory: dict[str, dict[str, object]], pool: tokens.Pool) -> None:
     env_items: list[dict[str, str | None]] = [
         {"name": c.name.split(" ", 1)[1], "before": c.before, "after": c.after, "why": c.why}
         for c in shaped.changes if c.name.startswith("env ")]
@@ -56,6 +57,7 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
                   "mem_high": slot_settings.mem_high, "mem_kill": slot_settings.mem_kill,
                   "wait_timeout": slot_settings.wait_timeout},
         "cpu": cpu_plan(pool, shaped),
+        "memory": memory or {},
         "limits": {"limit_as": limit_as, "timeout": config["timeout"], "kill_grace": config["kill_grace"],
                    "retries": config["retries"]},
         "applied": True,
@@ -84,6 +86,15 @@ def show(command: argv_model.CargoCommand, decision: policy.Decision, chosen: to
                f"{cap - 1} more lent through a private jobserver while free; C = {pool.formula}")
     out.append(f"memory:    wait above {slot_settings.mem_high:g}%, "
                f"kill guard {'off' if slot_settings.mem_kill is None else f'{slot_settings.mem_kill:g}%'}")
+    if memory:
+        limit, prediction, links = memory["limit"], memory["prediction"], memory["link_slots"]
+        out.append(f"limit:     {_mib(limit['bytes'])} in force, {_mib(limit['used'])} used ({limit['source']})")
+        out.append(f"predicted: peak {_mib(prediction['peak'])} ({prediction['source']})")
+        out.append(f"links:     {links['count']} link slots; L = {links['formula']}")
+        psi = memory["pressure"]
+        out.append(f"pressure:  memory some {psi['memory_some']}%, full {psi['memory_full']}%; I/O full "
+                   f"{psi['io_full']}% ({psi['source']}); hold above {psi['pressure_high'] or 'off'}%, "
+                   f"kill guard above {psi['pressure_kill'] or 'off'}% full memory pressure")
     timeout = format_duration(config["timeout"]) if config["timeout"] else "none"
     out.append(f"limits:    RLIMIT_AS {format_size(limit_as) if limit_as else 'unlimited'}, timeout {timeout}")
     for item in env_items:
@@ -106,3 +117,7 @@ def cpu_plan(pool: tokens.Pool, shaped: envshape.Shaped) -> dict[str, object]:
     return {"tokens": pool.count, "formula": pool.formula, "build_cap": min(shaped.jobs, pool.count),
             "lock_dir": str(pool.lock_dir),
             "jobserver": "private pipe in CARGO_MAKEFLAGS; cargo obeys it over -j, build.jobs and CARGO_BUILD_JOBS"}
+
+
+def _mib(value: object) -> str:
+    return f"{int(str(value)) >> 20} MiB"

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from cargo_agent import config, host, lockdir, report, slots, tokens
+from cargo_agent import config, host, linkgate, lockdir, report, slots, tokens
 from cargo_agent.supervise import format_duration, format_size, proc_state
 
 
@@ -87,6 +87,20 @@ def run(env: dict[str, str], as_json: bool) -> int:
         held.append(entry)
     queue = [_waiter_data(entry, now) for entry in slots.queue_entries(settings)]
     reading = host.read(env)
+    pressure = host.pressure(env)
+    held_back = None
+    if settings.pressure_high is not None:
+        if pressure.memory_some > settings.pressure_high:
+            held_back = f"memory pressure {pressure.memory_some:.0f}% > pressure_high {settings.pressure_high:g}%"
+        elif pressure.io_full > settings.pressure_high:
+            held_back = f"I/O pressure {pressure.io_full:.0f}% > pressure_high {settings.pressure_high:g}%"
+    if held_back is None and reading.used_percent > settings.mem_high:
+        held_back = f"memory {reading.used_percent:.0f}% > mem_high {settings.mem_high:g}%"
+    lock_dir = str(settings.lock_dir)
+    link_count, link_formula = linkgate.slot_count(loaded, settings.lock_dir, env)
+    linking = [{**h.as_json(), "age_seconds": slots.age(h.since, now)} for h in linkgate.holders(lock_dir)]
+    link_waits = [{**w.as_json(), "waiting_seconds": slots.age(w.since, now)} for w in linkgate.waiters(lock_dir)]
+    links = {"slots": link_count, "formula": link_formula, "holders": linking, "waiting": link_waits}
     recent = report.recent(settings.lock_dir, 5)
     data = {
         "slots": settings.ceiling, "usable": settings.count, "lock_dir": str(settings.lock_dir),
@@ -95,7 +109,12 @@ def run(env: dict[str, str], as_json: bool) -> int:
                 "by_pid": [{"pid": pid, "tokens": n} for pid, n in sorted(held_tokens.items())],
                 "waiting": token_waiters},
         "memory": {"used_percent": round(reading.used_percent, 1), "source": reading.source,
+                   "limit": reading.total, "used": reading.used,
                    "mem_high": settings.mem_high, "mem_kill": settings.mem_kill},
+        "pressure": {**pressure.as_json(), "pressure_high": settings.pressure_high,
+                     "pressure_kill": settings.pressure_kill},
+        "admission_held": held_back,
+        "links": links,
         "recent": [record.data for record in recent],
     }
     if as_json:
@@ -149,8 +168,10 @@ def render(data: dict[str, Any], settings: slots.SlotSettings) -> list[str]:
         usable = q.get("usable")
         scope = f", may use {usable} of {settings.ceiling} slots" if isinstance(usable, int) else ""
         flag = " [stopped: skipped by the queue until it continues]" if q["stopped"] else ""
+        predicted = q.get("predicted")
+        peak = f", predicted peak {format_size(predicted)}" if isinstance(predicted, int) else ""
         lines.append(f"  {position}. pid {q.get('pid')} `{_command(q)}` in {safe(q.get('cwd', '?'))}, "
-                     f"waiting {_seconds(q.get('waiting_seconds'))}{scope}{flag}")
+                     f"waiting {_seconds(q.get('waiting_seconds'))}{scope}{peak}{flag}")
     cpu = data.get("cpu")
     if cpu:
         lines.append(f"cpu tokens: {cpu['held']}/{cpu['tokens']} held, {len(cpu['waiting'])} builds waiting "
@@ -162,8 +183,26 @@ def render(data: dict[str, Any], settings: slots.SlotSettings) -> list[str]:
                              f"{item['tokens']} CPU tokens")
     memory = data["memory"]
     mem_kill = "off" if settings.mem_kill is None else f"{settings.mem_kill:g}%"
-    lines.append(f"memory: {memory['used_percent']:.0f}% used ({memory['source']}); "
+    limit = f" of {format_size(memory['limit'])}" if isinstance(memory.get("limit"), int) and memory["limit"] else ""
+    lines.append(f"memory: {memory['used_percent']:.0f}% used{limit} ({memory['source']}); "
                  f"mem_high {settings.mem_high:g}%, mem_kill {mem_kill}")
+    psi = data.get("pressure")
+    if psi:
+        high = psi.get("pressure_high")
+        lines.append(f"pressure: memory some {psi['memory_some']:g}%, full {psi['memory_full']:g}%; I/O full "
+                     f"{psi['io_full']:g}% ({psi['source']}); pressure_high {'off' if high is None else f'{high:g}%'}")
+    if data.get("admission_held"):
+        lines.append(f"admission held: {data['admission_held']}")
+    links = data.get("links")
+    if links:
+        lines.append(f"links: {len(links['holders'])}/{links['slots']} link slots busy, "
+                     f"{len(links['waiting'])} waiting")
+        for h in links["holders"]:
+            lines.append(f"  link slot {h.get('slot')}: pid {h.get('pid')} linking {safe(h.get('output', '?'))} "
+                         f"for {_seconds(h.get('age_seconds'))} (build pid {h.get('build', '?')})")
+        for w in links["waiting"]:
+            lines.append(f"  waiting for a link slot: pid {w.get('pid')} {safe(w.get('output', '?'))} "
+                         f"for {_seconds(w.get('waiting_seconds'))} (build pid {w.get('build', '?')})")
     if data["recent"]:
         lines.append("recent runs:")
         for record in data["recent"]:
