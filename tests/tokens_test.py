@@ -349,8 +349,6 @@ def test_bare_then_agent_then_bare_compiles_nothing_without_lld(tmp_path: Path, 
     assert _bare_agent_bare(root, run_agent, env) == [[], []]
 
 
-@pytest.mark.xfail(strict=True, reason="the lld link-thread cap is still added to the target rustflags "
-                   "(envshape._shape_link_threads) until the link-time wrapper of the link gate replaces it")
 def test_bare_then_agent_then_bare_compiles_nothing_with_lld(tmp_path: Path, run_agent: RunAgent,
                                                              agent_env: dict[str, str]) -> None:
     root = fingerprint_ws(tmp_path / "fp")
