@@ -7,7 +7,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from cargo_agent import argv as argv_model
@@ -25,6 +24,7 @@ from cargo_agent import (
 )
 from cargo_agent import config as settings
 from cargo_agent.errors import EXIT_USAGE
+from cargo_agent.records import dataclass
 
 INVOKED_AS_ENV = "CARGO_AGENT_INVOKED_AS"  # set by the shim: refusal hints then say `cargo ...`
 

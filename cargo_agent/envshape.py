@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cargo_agent import locations
@@ -26,6 +25,7 @@ from cargo_agent.cargoconfig import CargoConfig
 from cargo_agent.config import Config
 from cargo_agent.errors import UsageError
 from cargo_agent.host import cores
+from cargo_agent.records import dataclass, field
 
 
 @dataclass

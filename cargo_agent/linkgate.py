@@ -40,11 +40,11 @@ import os
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
-from typing import TYPE_CHECKING
 
 from cargo_agent import lockdir
 from cargo_agent.errors import UsageError
 
+TYPE_CHECKING = False  # no runtime typing import: this module is on the compiling path
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -67,6 +67,12 @@ LINK_WAITS = "linkwait"  # <lock dir>/linkwait/<pid>.json: a link waiting for a 
 
 # ---- install (cargo-agent side, once per build) ---------------------------------------
 
+def _sh_quote(text: str) -> str:
+    """One shell word for `text` (what shlex.quote gives for a word that needs quoting; shlex
+    itself is not imported on the compiling path)."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
 def _gate_dir(env: Mapping[str, str]) -> str:
     """A private directory holding the wrapper, the gate and the gate's per-linker-name
     symlinks for this Python and this package; written once, then only checked."""
@@ -78,10 +84,8 @@ def _gate_dir(env: Mapping[str, str]) -> str:
         wrapper = handle.read()
     with open(os.path.join(PACKAGE, "link-gate.sh")) as handle:
         gate = handle.read()
-    import shlex
-
-    gate = gate.replace("@PYTHON@", shlex.quote(sys.executable))
-    gate = gate.replace("@ROOT@", shlex.quote(os.path.dirname(PACKAGE)))
+    gate = gate.replace("@PYTHON@", _sh_quote(sys.executable))
+    gate = gate.replace("@ROOT@", _sh_quote(os.path.dirname(PACKAGE)))
     digest = hashlib.sha256((wrapper + "\0" + gate).encode()).hexdigest()[:16]
     directory = os.path.join(locations.cache_dir(env), "linkgate", digest)
     if all(os.path.exists(os.path.join(directory, name)) for name in (WRAPPER_NAME, GATE_NAME, "cc")):

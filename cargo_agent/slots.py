@@ -40,12 +40,12 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cargo_agent import host, locations, lockdir
 from cargo_agent.config import Config
 from cargo_agent.errors import SlotWaitTimeoutError, UsageError
+from cargo_agent.records import dataclass, field
 
 SLOT_ENV = "CARGO_AGENT_SLOT"
 HEARTBEAT_SECONDS = 0.25  # a waiter touches its ticket this often

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_CARGO, RunAgent, agent_command, crate, write_tree
+from conftest import FAKE_CARGO, REPO, RunAgent, agent_command, crate, nest, write_tree
 
 from cargo_agent import cli
 
@@ -84,15 +84,58 @@ def test_non_compiling_commands_never_take_a_slot(virtual_ws: Path, run_agent: R
     assert not Path(fake_cargo_env["CARGO_AGENT_LOCK_DIR"]).exists()
 
 
-def test_fast_path_imports_no_heavy_modules(virtual_ws: Path, agent_env: dict[str, str]) -> None:
-    probe = ("import sys, os\n"
+# Modules neither path may import unless that run uses them: each costs more to import than the
+# path's own work (docs/performance.md). The compiling path uses json (records, and so re), threading
+# (the CPU token broker), signal, select, ctypes (prctl), hashlib (the link gate's directory) and,
+# still, pathlib (the lock dir's paths in slots and report: the next to go, docs/performance.md).
+PASSTHROUGH_BANNED = ("click", "filelock", "psutil", "tomllib", "tomli", "json", "re", "dataclasses", "pathlib",
+                      "typing", "subprocess", "threading", "inspect", "enum")
+COMPILING_BANNED = ("click", "filelock", "psutil", "tomllib", "tomli", "dataclasses", "typing", "subprocess",
+                    "inspect", "glob", "random", "shlex", "getpass")
+
+
+def _imported(args: list[str], cwd: Path, env: dict[str, str], banned: tuple[str, ...]) -> list[str]:
+    """The banned modules a real cargo-agent run imported (beyond what this interpreter had loaded
+    before cargo-agent started, e.g. by a site hook), read at its exit or at its execve."""
+    probe = ("import atexit, os, sys\n"
+             f"banned = {banned!r}\n"
+             "before = set(sys.modules)\n"
+             "show = lambda *a: print('IMPORTED:' + ','.join(sorted(m for m in banned\n"
+             "                         if m in sys.modules and m not in before)), flush=True)\n"
+             "atexit.register(show)\n"
+             "real_execve = os.execve\n"
+             "os.execve = lambda *a: (show(), real_execve(*a))\n"
              "from cargo_agent import cli\n"
-             "os.execve = lambda *a: (print(sorted(m for m in ('click','filelock','psutil') if m in sys.modules)),"
-             " sys.exit(0))\n"
-             "cli.main(['version'])\n")
-    result = subprocess.run([sys.executable, "-c", probe], cwd=virtual_ws, env=agent_env, capture_output=True,
-                            text=True)
-    assert result.stdout.strip() == "[]", result.stderr
+             f"sys.exit(cli.main({args!r}))\n")
+    # -S: no site hooks (an editable install's finder imports pathlib and more at start-up); the
+    # checkout and the dependencies' site-packages go on the path explicitly instead.
+    import site
+
+    path = os.pathsep.join([str(REPO), *site.getsitepackages()])
+    result = subprocess.run([sys.executable, "-S", "-c", probe], cwd=cwd, env={**env, "PYTHONPATH": path},
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("IMPORTED:"))
+    return [m for m in line.removeprefix("IMPORTED:").split(",") if m]
+
+
+def test_fast_path_imports_no_heavy_modules(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    assert _imported(["version"], virtual_ws, agent_env, PASSTHROUGH_BANNED) == []
+
+
+def test_compiling_path_imports_only_what_it_uses(tmp_path: Path, agent_env: dict[str, str]) -> None:
+    """A no-op `check -p` of a built workspace: the call agents make many times an hour. (Its
+    manifests are plain `key = value` files; one with an inline table is read by tomllib until
+    the parse cache may hold it: tests/tomlfile_test.py.)"""
+    root = write_tree(tmp_path / "ws", {"Cargo.toml": '[workspace]\nresolver = "2"\nmembers = ["crates/*"]\n',
+                                        **nest("crates/alpha", crate("alpha")), **nest("crates/beta", crate("beta"))})
+    _imported(["check", "-p", "alpha", "-q"], root, agent_env, COMPILING_BANNED)  # builds it
+    assert _imported(["check", "-p", "alpha", "-q"], root, agent_env, COMPILING_BANNED) == []
+
+
+def test_the_import_guard_sees_an_import(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    """The guard can fail: cargo-agent's own options are parsed with click, and the guard says so."""
+    assert "click" in _imported(["--status"], virtual_ws, agent_env, COMPILING_BANNED)
 
 
 def test_missing_cargo_is_127(virtual_ws: Path, run_agent: RunAgent, agent_env: dict[str, str],
