@@ -67,45 +67,10 @@ LINK_WAITS = "linkwait"  # <lock dir>/linkwait/<pid>.json: a link waiting for a 
 
 # ---- install (cargo-agent side, once per build) ---------------------------------------
 
-def _sh_quote(text: str) -> str:
-    """One shell word for `text` (what shlex.quote gives for a word that needs quoting; shlex
-    itself is not imported on the compiling path)."""
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
 def _gate_dir(env: Mapping[str, str]) -> str:
-    """A private directory holding the wrapper, the gate and the gate's per-linker-name
-    symlinks for this Python and this package; written once, then only checked."""
-    import hashlib
+    from cargo_agent import gatefiles
 
-    from cargo_agent import locations
-
-    with open(os.path.join(PACKAGE, "rustc-wrapper.sh")) as handle:
-        wrapper = handle.read()
-    with open(os.path.join(PACKAGE, "link-gate.sh")) as handle:
-        gate = handle.read()
-    gate = gate.replace("@PYTHON@", _sh_quote(sys.executable))
-    gate = gate.replace("@ROOT@", _sh_quote(os.path.dirname(PACKAGE)))
-    digest = hashlib.sha256((wrapper + "\0" + gate).encode()).hexdigest()[:16]
-    directory = os.path.join(locations.cache_dir(env), "linkgate", digest)
-    if all(os.path.exists(os.path.join(directory, name)) for name in (WRAPPER_NAME, GATE_NAME, "cc")):
-        return directory
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        for name, text in ((WRAPPER_NAME, wrapper), (GATE_NAME, gate)):
-            tmp = os.path.join(directory, f".{name}.{os.getpid()}")
-            with open(tmp, "w") as handle:
-                handle.write(text)
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, os.path.join(directory, name))
-        try:
-            os.symlink(GATE_NAME, os.path.join(directory, "cc"))
-        except FileExistsError:
-            pass
-    except OSError as err:
-        raise UsageError(f"cannot write the link gate into {directory}: {(err.strerror or str(err)).lower()}",
-                         help=("cargo-agent keeps it under XDG_CACHE_HOME: make that writable",)) from None
-    return directory
+    return gatefiles.install(env, PACKAGE, WRAPPER_NAME, GATE_NAME)
 
 
 def _config_wrapper(cargo_config: CargoConfig, cwd: str) -> str | None:
@@ -336,7 +301,7 @@ def _take(lock_dir: str, count: int, shared: bool, args: list[str], real: str,
                 lockdir.remove(wait_path)
                 wait_fd = lockdir.open_file(wait_path, os.O_RDWR, lockdir.file_mode(shared))
                 fcntl.flock(wait_fd, fcntl.LOCK_EX)
-                os.write(wait_fd, _record(args, real, env))
+                lockdir.write_fd(wait_fd, _record(args, real, env), wait_path)
             time.sleep(delay)
             delay = min(POLL_MAX, delay * 2)
     finally:

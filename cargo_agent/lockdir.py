@@ -350,22 +350,8 @@ def try_lock(fd: int, shared: bool = False) -> bool:
 
 
 def locked_inodes() -> dict[tuple[int, int], int]:
-    """(device, inode) -> pid for every flock held on the host, from /proc/locks (no locking)."""
-    found: dict[tuple[int, int], int] = {}
-    try:
-        with open("/proc/locks") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[-4] != "->":
-            try:
-                major, minor, inode = parts[5].split(":")
-                found[(os.makedev(int(major, 16), int(minor, 16)), int(inode))] = int(parts[4])
-            except ValueError:
-                continue
-    return found
+    """(device, inode) -> pid (the first listed) for every flock held on the host (no locking)."""
+    return {key: pids[0] for key, pids in lock_holders().items()}
 
 
 def lock_holders() -> dict[tuple[int, int], list[int]]:
@@ -377,6 +363,16 @@ def lock_holders() -> dict[tuple[int, int], list[int]]:
             lines = handle.read().splitlines()
     except OSError:
         return found
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[-4] != "->":
+            try:
+                major, minor, inode = parts[5].split(":")
+                key = (os.makedev(int(major, 16), int(minor, 16)), int(inode))
+                found.setdefault(key, []).append(int(parts[4]))
+            except ValueError:
+                continue
+    return found
     for line in lines:
         parts = line.split()
         if len(parts) >= 6 and parts[1] == "FLOCK" and parts[-4] != "->":
