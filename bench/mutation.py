@@ -121,7 +121,9 @@ def _candidates(node: ast.AST) -> list[tuple[str, ast.AST, str]]:
         elif isinstance(value, (int, float)):
             for delta in (1, -1):
                 nudged = value + delta
-                new_number: ast.expr = ast.Constant(nudged) if nudged >= 0 else ast.UnaryOp(ast.USub(), ast.Constant(-nudged))
+                new_number: ast.expr = ast.Constant(nudged)
+                if nudged < 0:  # `-1` is a unary minus in the tree that parsing the spliced text gives
+                    new_number = ast.UnaryOp(ast.USub(), ast.Constant(-nudged))
                 found.append(("number", new_number, f"`{value!r}` -> `{nudged!r}`"))
         elif isinstance(value, str) and value:
             found.append(("string", ast.Constant(""), f"`{_short(repr(value))}` -> `''`"))
