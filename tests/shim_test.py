@@ -63,6 +63,7 @@ def test_repo_shim_is_the_installed_shim() -> None:
     assert (repo / "shims" / "cargo").read_text() == (repo / "cargo_agent" / "shim.sh").read_text()
 
 
+@pytest.mark.timeout(120)  # a nested call that waits for its parent's slot would hang
 def test_nested_cargo_from_a_build_script_runs_inside_the_parents_slot(tmp_path: Path,
                                                                        shim_env: dict[str, str]) -> None:
     """slots=1: the outer build holds the only slot while its build script runs `cargo check`

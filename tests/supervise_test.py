@@ -13,6 +13,9 @@ from conftest import RunAgent, agent_command, alive, crate, wait_for, write_tree
 
 from cargo_agent import supervise
 
+# Every test here waits on processes: a hang fails in two minutes, not 300 s.
+pytestmark = pytest.mark.timeout(120)
+
 
 def test_timeout_stops_the_whole_tree_including_setsid_grandchild(
         virtual_ws: Path, run_agent: RunAgent, fake_cargo_env: dict[str, str], tmp_path: Path,
