@@ -70,6 +70,7 @@ def _required(value: T | None) -> T:
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_MAX_SIZE = (1 << 63) - 1  # the largest resource limit setrlimit takes here
 
 
 def parse_size(raw: object) -> int | None:
@@ -78,12 +79,12 @@ def parse_size(raw: object) -> int | None:
     if text in ("unlimited", "none", "infinity"):
         return UNLIMITED
     match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?", text)
-    if not match or (match.group(2) == "" and text.endswith("b") and not text.endswith("ib")):
+    if not match or (match.group(2) == "" and text.endswith("b")):  # `b`/`ib` only after a unit
         raise ValueError
-    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
-    if size < 1:
+    size = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if not 1 <= size <= _MAX_SIZE:  # also rejects a number too long for a float (inf)
         raise ValueError
-    return size
+    return int(size)
 
 
 def parse_size_required(raw: object) -> int:
