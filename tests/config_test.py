@@ -3,7 +3,10 @@ environment, repo, user file, host file and defaults."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,6 +139,8 @@ def test_size_too_big_for_a_resource_limit_is_rejected_not_a_crash(raw: str) -> 
 
 def test_size_up_to_the_largest_resource_limit_is_accepted() -> None:
     assert config.parse_size("8388607T") == 8388607 << 40
+    assert config.parse_size("9223372036854774784") == 9223372036854774784  # the largest float under 2**63
+    assert rejects(config.parse_size, "8388608T")  # 2**63 bytes
 
 
 def test_required_size_refuses_unlimited() -> None:
@@ -254,6 +259,11 @@ def test_path_rejects_empty_and_non_text(raw: object) -> None:
 
 # ---- the table -----------------------------------------------------------------------
 
+def test_settings_table_is_read_only() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.SETTINGS[0].default = 1  # type: ignore[misc]
+
+
 def test_every_env_var_is_the_key_in_capitals() -> None:
     assert all(s.env == "CARGO_AGENT_" + s.key.upper() for s in config.SETTINGS)
     assert list(config.SETTINGS_BY_KEY) == [s.key for s in config.SETTINGS]
@@ -336,6 +346,20 @@ def test_printable_non_ascii_value_is_shown_unescaped() -> None:
 def test_missing_config_file_is_an_empty_layer(tmp_path: Path) -> None:
     layer = config.file_layer("user", tmp_path / "absent.toml")
     assert (layer.name, layer.values) == ("user", {})
+
+
+def test_missing_config_file_costs_no_toml_import(agent_env: dict[str, str], tmp_path: Path) -> None:
+    code = ("import sys; from pathlib import Path; from cargo_agent import config; "
+            f"config.file_layer('user', Path({str(tmp_path / 'absent.toml')!r})); "
+            "print(sorted(m for m in sys.modules if m in ('tomllib', 'tomli', 'cargo_agent.tomlfile')))")
+    result = subprocess.run([sys.executable, "-c", code], env=agent_env, capture_output=True, text=True, check=True)
+    assert result.stdout == "[]\n"
+
+
+def test_dangling_symlink_as_config_file_is_an_empty_layer(tmp_path: Path) -> None:
+    link = tmp_path / "config.toml"
+    link.symlink_to(tmp_path / "gone.toml")
+    assert config.file_layer("user", link).values == {}
 
 
 def test_config_file_values_carry_the_path_and_key(tmp_path: Path) -> None:

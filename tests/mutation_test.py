@@ -177,7 +177,7 @@ def test_runner_kills_survives_and_times_out_in_a_copy_never_the_tree(tmp_path: 
     loop = one(mutants, "n -= 1", "delete `n -= 1`")
     runner = mutation.Runner(repo, jobs=1)
     try:
-        outcomes = {o.mutant.id: o for o in (runner.run(m, TARGET, timeout=15) for m in (kill, survive, loop))}
+        outcomes = {o.mutant.id: o for o in (runner.run(m, TARGET, timeout=5) for m in (kill, survive, loop))}
     finally:
         runner.close()
     assert outcomes[kill.id].status == "killed" and "test_limit_in_a_subprocess" in outcomes[kill.id].detail
