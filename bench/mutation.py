@@ -373,6 +373,7 @@ class Runner:
     copies: queue.Queue[Path] = field(default_factory=queue.Queue)
     _running: set[int] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: bool = False
 
     def __post_init__(self) -> None:
         for n in range(self.jobs):
@@ -410,10 +411,13 @@ class Runner:
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
         with self._lock:
             self._running.add(process.pid)
+            if self.stopping:  # started as stop() ran: stop() did not see it
+                _kill_tree(process.pid)
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_tree(process)
+            _kill_tree(process.pid)
+            process.communicate()
             return "timeout", time.monotonic() - start, f"no result after {timeout:.0f} s"
         finally:
             with self._lock:
@@ -421,6 +425,8 @@ class Runner:
             shutil.rmtree(copy / ".hypothesis", ignore_errors=True)  # no replay of another mutant's failures
             shutil.rmtree(basetemp, ignore_errors=True)
         seconds = time.monotonic() - start
+        if self.stopping:
+            raise KeyboardInterrupt
         if process.returncode == 0:
             return "survived", seconds, ""
         if process.returncode in (1, 2, 3):  # failed, interrupted (collection error), internal error
@@ -445,6 +451,8 @@ class Runner:
         return tuple(t for t in target.tests if (copy / t).exists())
 
     def run(self, mutant: Mutant, target: Target, timeout: float) -> Outcome:
+        if self.stopping:
+            raise KeyboardInterrupt
         copy = self.copies.get()
         module = copy / mutant.path
         original = module.read_text()
@@ -459,28 +467,27 @@ class Runner:
         return Outcome(mutant, status, seconds, detail)
 
     def stop(self) -> None:
+        """Kill every running test run and what it started (Ctrl-C, SIGTERM)."""
         with self._lock:
+            self.stopping = True
             pids = list(self._running)
         for pid in pids:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill_tree(pid)
 
     def close(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def _kill_tree(process: subprocess.Popen[str]) -> None:
-    """A mutant that loops: kill pytest and everything it started (some of it may have left the group)."""
+def _kill_tree(pid: int) -> None:
+    """Kill a test run's process group and everything it started (some of it may have left the group)."""
     import psutil
 
     try:
-        children = psutil.Process(process.pid).children(recursive=True)
+        children = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         children = []
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     for child in children:
@@ -489,10 +496,29 @@ def _kill_tree(process: subprocess.Popen[str]) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(children, timeout=10)
-    process.communicate()
 
 
 # ---- the command ---------------------------------------------------------------------
+
+def run_all(runner: Runner, mutants: list[Mutant], target: Target, timeout: float, jobs: int) -> list[Outcome]:
+    """Run `mutants` on `jobs` workers, printing each outcome; Ctrl-C stops the running tests at once."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    outcomes: list[Outcome] = []
+    try:
+        futures = [pool.submit(runner.run, m, target, timeout) for m in mutants]
+        for n, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+            outcome = future.result()
+            outcomes.append(outcome)
+            print(f"  [{n}/{len(mutants)}] {outcome.status:<8} {outcome.mutant.id:<20} "
+                  f"{outcome.mutant.where} {outcome.mutant.description}", file=sys.stderr)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # nothing new starts...
+        runner.stop()  # ...the running tests are killed...
+        pool.shutdown(wait=True)  # ...so the workers end at once
+        raise
+    pool.shutdown()
+    return outcomes
+
 
 def select(mutants: list[Mutant], sample: int | None, seed: int, module: str) -> list[Mutant]:
     if sample is None or sample >= len(mutants):
@@ -551,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         return 0
 
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # `kill PID` stops the runs and cleans up like Ctrl-C
     runner = Runner(REPO, jobs=args.jobs)
     rows: list[dict[str, object]] = []
     report: list[dict[str, object]] = []
@@ -562,14 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout = args.timeout or 3 * base + 30
             print(f"{name}: {len(chosen)} of {len(every) - equivalent} mutants ({equivalent} equivalent), "
                   f"tests {', '.join(tests)}: {base:.1f} s unmutated, timeout {timeout:.0f} s", file=sys.stderr)
-            outcomes: list[Outcome] = []
-            with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-                futures = [pool.submit(runner.run, m, target, timeout) for m in chosen]
-                for n, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-                    outcome = future.result()
-                    outcomes.append(outcome)
-                    print(f"  [{n}/{len(chosen)}] {outcome.status:<8} {outcome.mutant.id:<20} "
-                          f"{outcome.mutant.where} {outcome.mutant.description}", file=sys.stderr)
+            outcomes = run_all(runner, chosen, target, timeout, args.jobs)
             outcomes.sort(key=lambda o: (o.mutant.start, o.mutant.end, o.mutant.id))
             killed = sum(1 for o in outcomes if o.status != "survived")
             sampled = len(chosen) < len(every) - equivalent
@@ -587,8 +610,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  survived {o.mutant.id:<20} {o.mutant.where:<34} {o.mutant.description}\n"
                       f"           | {o.mutant.line_text}")
             sys.stdout.flush()
+            if args.json:  # after each module, so an interrupted run keeps what it measured
+                args.json.write_text(json.dumps({"seed": args.seed, "sample": args.sample, "rows": rows,
+                                                 "outcomes": report}, indent=1) + "\n")
     except KeyboardInterrupt:
         runner.stop()
+        print("interrupted", file=sys.stderr)
         return 130
     finally:
         runner.close()
@@ -598,9 +625,6 @@ def main(argv: list[str] | None = None) -> int:
         if entry.used == 0 and (entry.module is None or entry.module in modules) \
                 and (entry.id is None or entry.id.split(":")[0] in modules):
             print(f"warning: allowlist entry matches no mutant: {entry.id or entry.line!r}", file=sys.stderr)
-    if args.json:
-        args.json.write_text(json.dumps({"seed": args.seed, "sample": args.sample, "rows": rows,
-                                         "outcomes": report}, indent=1) + "\n")
     return 0
 
 
