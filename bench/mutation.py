@@ -326,10 +326,10 @@ def read_allowlist(path: Path) -> list[Equivalent]:
     """`[[equivalent]]` tables: `id`, or `module` + `line` (+ optional `mutation`); `reason` is required."""
     if not path.exists():
         return []
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     data = tomllib.loads(path.read_text())
     entries = []
     for n, raw in enumerate(data.get("equivalent", []), start=1):
