@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 from cargo_agent import argv
 from cargo_agent.errors import UsageError
 
+# A parser or alias expansion that loops (a dropped `i += 1` or recursion guard) fails in a minute, not 300 s.
+pytestmark = pytest.mark.timeout(60)
+
 
 def test_globals_toolchain_subcommand_and_trailing_are_split() -> None:
     command = argv.parse(["+nightly", "-vv", "--config", "a.b=1", "-Zunstable", "-C", "dir", "--color=always",

@@ -10,6 +10,9 @@ from conftest import write_tree
 from cargo_agent import argv, build
 from cargo_agent.errors import RefusedError
 
+# Alias expansion that loops fails in a minute, not after the suite's 300 s default.
+pytestmark = pytest.mark.timeout(60)
+
 OK = None
 
 # (workspace fixture, subdir to run in, argv, expected rule or None, extra env)
