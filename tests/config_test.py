@@ -3,7 +3,6 @@ environment, repo, user file, host file and defaults."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -259,9 +258,14 @@ def test_path_rejects_empty_and_non_text(raw: object) -> None:
 
 # ---- the table -----------------------------------------------------------------------
 
-def test_settings_table_is_read_only() -> None:
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.SETTINGS[0].default = 1  # type: ignore[misc]
+def test_settings_table_has_fixed_fields_and_a_fixed_length() -> None:
+    """Plain classes with __slots__ (config.py is on the compiling path, so no dataclasses): a
+    misspelt field is an error, not a new attribute, and the table itself is a tuple."""
+    setting = config.SETTINGS[0]
+    with pytest.raises(AttributeError):
+        setting.defualt = 1  # type: ignore[attr-defined]
+    assert isinstance(config.SETTINGS, tuple)
+    assert not hasattr(setting, "__dict__")
 
 
 def test_every_env_var_is_the_key_in_capitals() -> None:
@@ -320,7 +324,7 @@ def test_table_layer_accepts_kebab_case_keys_and_names_file_and_key() -> None:
 def test_unknown_key_is_an_error_listing_every_known_key() -> None:
     with pytest.raises(ConfigError) as caught:
         config.table_layer("host", {"slotz": 2}, "/etc/cargo-agent.toml")
-    assert caught.value.message == "unknown key 'slotz' in /etc/cargo-agent.toml"
+    assert caught.value.message == "unknown key 'slotz' in /etc/cargo-agent.toml; did you mean 'slots'?"
     assert caught.value.help == ("known keys: " + ", ".join(s.key for s in config.SETTINGS),)
 
 
@@ -447,10 +451,17 @@ def test_a_layer_overrides_only_the_keys_it_sets() -> None:
     assert merged["kill_grace"] == 10.0 and merged.origins["kill_grace"] == "default"
 
 
-def test_host_slot_count_is_the_ceiling_not_the_value() -> None:
+def test_host_slot_count_is_the_value_when_no_lower_layer_asks() -> None:
     merged = config.merge([layer_of("host", slots=8)])
     assert merged.host_slots == 8
-    assert merged["slots"] is None and merged.origins["slots"] == "default"
+    assert merged["slots"] == 8 and merged.origins["slots"] == "host:slots"
+    assert merged.clamped == {}
+
+
+def test_host_slot_count_is_the_ceiling_for_a_lower_request() -> None:
+    merged = config.merge([layer_of("environment", slots=12), layer_of("host", slots=8)])
+    assert merged["slots"] == 8 and merged.origins["slots"] == "host:slots"
+    assert merged.clamped == {"slots": config.Clamp(12, "environment:slots", "host:slots")}
 
 
 def test_lowest_slot_request_of_the_other_layers_is_kept_with_its_origin() -> None:
@@ -470,7 +481,7 @@ def test_auto_slot_request_does_not_count_as_a_request() -> None:
     merged = config.merge([layer_of("environment", slots=None), layer_of("user", slots=4)])
     assert merged["slots"] == 4 and merged.origins["slots"] == "user:slots"
     merged = config.merge([layer_of("environment", slots=None)])
-    assert merged["slots"] is None and merged.origins["slots"] == "default"
+    assert merged["slots"] is None and merged.origins["slots"] == "environment:slots"
 
 
 def test_host_lock_dir_cannot_be_moved_by_lower_trust_layers() -> None:
@@ -519,7 +530,7 @@ def test_load_without_files_or_variables_is_the_defaults(tmp_path: Path) -> None
 
 
 def test_config_file_paths_come_from_the_environment(tmp_path: Path) -> None:
-    assert config.host_config_path({}) == Path("/etc/cargo-agent.toml")
-    assert config.host_config_path({"CARGO_AGENT_CONFIG": "/srv/ca.toml"}) == Path("/srv/ca.toml")
-    assert config.user_config_path({"XDG_CONFIG_HOME": "/x"}) == Path("/x/cargo-agent/config.toml")
-    assert config.user_config_path({"HOME": "/home/u"}) == Path("/home/u/.config/cargo-agent/config.toml")
+    assert config.host_config_path({}) == "/etc/cargo-agent.toml"
+    assert config.host_config_path({"CARGO_AGENT_CONFIG": "/srv/ca.toml"}) == "/srv/ca.toml"
+    assert config.user_config_path({"XDG_CONFIG_HOME": "/x"}) == "/x/cargo-agent/config.toml"
+    assert config.user_config_path({"HOME": "/home/u"}) == "/home/u/.config/cargo-agent/config.toml"
