@@ -414,3 +414,10 @@ def test_no_subcommand_no_expansion() -> None:
 def test_an_unknown_external_subcommand_is_not_an_alias() -> None:
     command = argv.expand_aliases(argv.parse(["clippy", "--fix"]), {}.get)
     assert command.expanded == ["clippy", "--fix"] and command.alias_chain == [] and command.alias_globals == []
+
+
+@pytest.mark.parametrize("tokens", [["", "build"], ["-v", "", "build"], ["-", "build"]])
+def test_an_empty_token_or_a_lone_dash_before_the_subcommand_is_the_subcommand(tokens: list[str]) -> None:
+    """cargo reads `cargo "" build` as the (unknown) subcommand ``, not as a flag to skip; `-` too."""
+    command = argv.parse(tokens)
+    assert command.subcommand == tokens[-2] and command.args == ["build"]
