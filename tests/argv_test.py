@@ -278,6 +278,7 @@ def test_global_flags_before_the_subcommand_are_skipped(flags: list[str]) -> Non
     (["-vCdir", "build"], "dir", []), (["-vC", "dir", "build"], "dir", []),
     (["-Zflag", "build"], None, ["flag"]), (["-Z=flag", "build"], None, ["flag"]),
     (["-qZ", "flag", "build"], None, ["flag"]), (["-Za", "-Z", "b", "-Cx", "build"], "x", ["a", "b"]),
+    (["-Ca=b", "-Zc=d", "build"], "a=b", ["c=d"]),
 ])
 def test_values_of_c_and_z_attached_or_apart(tokens: list[str], directory: str | None, unstable: list[str]) -> None:
     command = argv.parse(tokens)
