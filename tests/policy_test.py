@@ -396,6 +396,11 @@ def test_a_target_rule_refusal_in_full(virtual_ws: Path, agent_env: dict[str, st
     # all-targets: every spelling of it goes; a test run keeps its unit tests
     (["test", "-p", "beta", "--all-targets"], "cargo-agent test -p beta --lib"),
     (["bench", "-p", "beta", "--all-targets", "--", "x"], "cargo-agent bench -p beta --lib -- x"),
+    (["nextest", "list", "-p", "beta", "--all-targets"], "cargo-agent nextest list -p beta --lib"),
+    (["nextest", "archive", "--archive-file", "a.tar.zst", "-p", "beta", "--all-targets"],
+     "cargo-agent nextest archive --archive-file a.tar.zst -p beta --lib"),
+    (["miri", "test", "-p", "beta", "--all-targets"], "cargo-agent miri test -p beta --lib"),
+    (["nextest", "r", "-p", "beta", "--all-targets"], "cargo-agent nextest r -p beta --lib"),
     (["build", "-p", "beta", "--lib", "--bin=*", "--tests", "--bench", "*", "--examples", "-q"],
      "cargo-agent build -p beta -q"),
     (["check", "-p", "beta", "--all-targets", "--all-features"], "cargo-agent check -p beta"),
@@ -522,3 +527,40 @@ def test_the_lint_guesses_a_selection_it_cannot_read(args: list[str], how: str, 
 
 def test_the_lint_cannot_guess_for_another_manifest() -> None:
     assert policy.guess_selection(argv.parse_args([]), "crates/a/Cargo.toml") is None
+
+
+# ---- check without a workspace: the gate outside one, and the lint's guess ----------------------
+
+def _check(args: list[str], guess: bool = False, **settings: object) -> list[tuple[str, str]]:
+    from cargo_agent import config
+
+    merged = config.merge([config.Layer("environment", {k: (v, k) for k, v in settings.items()})])
+    return [(v.rule.name, v.detail) for v in policy.check(argv.parse(args), None, merged, guess)]
+
+
+def test_without_a_workspace_only_the_target_rules_apply() -> None:
+    assert _check(["test"]) == []
+    assert _check(["build", "--all-targets", "--all-features"]) == [
+        ("all-targets", "`--all-targets`"), ("all-features-tests", "`--all-features` with the test targets")]
+    assert _check(["build", "--lib", "--bins", "--tests", "--benches", "--examples"]) == [
+        ("all-targets", "naming every target kind")]
+
+
+def test_commands_that_compile_nothing_break_no_rule() -> None:
+    assert _check(["--version", "test", "--all-targets"], guess=True) == []
+    assert _check(["metadata", "--all-features", "--tests"], guess=True) == []
+
+
+def test_the_lint_counts_what_it_can_read_of_a_selection() -> None:
+    assert _check(["test"], guess=True) == [
+        ("unscoped-test", "`test` may select any number of packages (the whole workspace)")]
+    assert _check(["test", "-p", "a", "-p", "b"], guess=True) == [
+        ("unscoped-test", "`test` selects 2 packages (a, b; -p), more than max_packages (1)")]
+    assert _check(["test", "-p", "a", "-p", "b"], guess=True, max_packages=2) == []
+    assert _check(["test", "-p", "a"], guess=True) == []
+    assert _check(["nextest", "run", "--workspace"], guess=True) == [
+        ("unscoped-test", "`nextest run` may select any number of packages (--workspace)")]
+    assert _check(["check", "--workspace"], guess=True) == []
+    assert _check(["check", "--workspace"], guess=True, scoped_subcommands=("check",)) == [
+        ("unscoped-test", "`check` may select any number of packages (--workspace)")]
+    assert _check(["test", "--manifest-path", "elsewhere/Cargo.toml"], guess=True) == []
