@@ -422,3 +422,9 @@ def test_an_empty_token_or_a_lone_dash_before_the_subcommand_is_the_subcommand(t
     """cargo reads `cargo "" build` as the (unknown) subcommand ``, not as a flag to skip; `-` too."""
     command = argv.parse(tokens)
     assert command.subcommand == tokens[-2] and command.args == ["build"]
+
+
+def test_a_long_option_of_one_letter_is_one_option() -> None:
+    parsed = argv.parse_args(["--x", "--ab", "pos"])
+    assert [(o.name, o.value) for o in parsed.options] == [("--x", None), ("--ab", None)]
+    assert parsed.positionals == ("pos",)
