@@ -564,3 +564,14 @@ def test_the_lint_counts_what_it_can_read_of_a_selection() -> None:
     assert _check(["check", "--workspace"], guess=True, scoped_subcommands=("check",)) == [
         ("unscoped-test", "`check` may select any number of packages (--workspace)")]
     assert _check(["test", "--manifest-path", "elsewhere/Cargo.toml"], guess=True) == []
+
+
+@pytest.mark.parametrize(("args", "rule", "fix"), [
+    (["test", "--all-targets", "--all-features"], "unscoped-test", "cargo-agent test -p <package> --lib"),
+    (["check", "-p", "beta", "--all-targets", "--all-features"], "all-targets", "cargo-agent check -p beta"),
+])
+def test_a_command_breaking_several_rules_is_refused_by_the_first_and_fixed_for_all(
+        virtual_ws: Path, agent_env: dict[str, str], args: list[str], rule: str, fix: str) -> None:
+    decision = _decide(virtual_ws, agent_env, args)
+    assert decision.rule == rule and decision.fix == fix
+    assert decision.error().render().startswith(f"error: refused by cargo-agent (rule {rule}): ")
