@@ -338,3 +338,20 @@ def test_hostile_nesting_neither_recurses_nor_hangs(tmp_path: Path, hostile: str
     path.write_text(hostile + "\n")
     for finding in lint.lint_file(path):
         assert finding.code in lint.RULES
+
+
+# ---- the shell scanner's words (issue 18: survivors of the mutation check) -------------------
+
+@pytest.mark.parametrize(("text", "commands"), [
+    # a process substitution is part of the word it starts or continues, from that word's start
+    ("a<(cargo tree) x", [[("cargo", 3), ("tree", 9)], [("a<(...)", 0), ("x", 15)]]),
+    # `&>` and `2>` redirect: the target is not a word, and the command goes on after it
+    ("cargo test &>log --lib", [[("cargo", 0), ("test", 6), ("--lib", 17)]]),
+    ("cargo test 2>err --lib", [[("cargo", 0), ("test", 6), ("--lib", 17)]]),
+    # an array assignment is one word, written out
+    ("a=(x y) cargo test", [[("a=(x y)", 0), ("cargo", 8), ("test", 14)]]),
+])
+def test_scanner_words_and_their_offsets(text: str, commands: list[list[tuple[str, int]]]) -> None:
+    from cargo_agent import lint as lint_module
+
+    assert [[(w.text, w.start) for w in c] for c in lint_module.simple_commands(text)] == commands
