@@ -352,6 +352,15 @@ def test_hostile_nesting_neither_recurses_nor_hangs(tmp_path: Path, hostile: str
     ("a=(x y) cargo test", [[("a=(x y)", 0), ("cargo", 8), ("test", 14)]]),
 ])
 def test_scanner_words_and_their_offsets(text: str, commands: list[list[tuple[str, int]]]) -> None:
-    from cargo_agent import lint as lint_module
+    assert [[(w.text, w.start) for w in c] for c in lint.simple_commands(text)] == commands
 
-    assert [[(w.text, w.start) for w in c] for c in lint_module.simple_commands(text)] == commands
+
+@pytest.mark.parametrize(("text", "args"), [
+    ('nix-shell -p rustc --run "cargo test -p a"', ["test", "-p", "a"]),
+    ('nix-shell --command "cargo build"', ["build"]),
+    ('script -c "cargo test"', ["test"]),
+    ('script --command "cargo check"', ["check"]),
+])
+def test_cargo_inside_a_wrappers_command_string_is_found(text: str, args: list[str]) -> None:
+    found = list(lint.invocations(text))
+    assert [(i.program, i.args, i.nested) for i in found] == [("cargo", args, True)]
