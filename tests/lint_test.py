@@ -360,6 +360,8 @@ def test_scanner_words_and_their_offsets(text: str, commands: list[list[tuple[st
     ('nix-shell --command "cargo build"', ["build"]),
     ('script -c "cargo test"', ["test"]),
     ('script --command "cargo check"', ["check"]),
+    ('nix-shell --run="cargo test -p a" x', ["test", "-p", "a"]),  # the value attached with `=`
+    ('script --command="cargo check"', ["check"]),
 ])
 def test_cargo_inside_a_wrappers_command_string_is_found(text: str, args: list[str]) -> None:
     found = list(lint.invocations(text))
