@@ -366,3 +366,19 @@ def test_scanner_words_and_their_offsets(text: str, commands: list[list[tuple[st
 def test_cargo_inside_a_wrappers_command_string_is_found(text: str, args: list[str]) -> None:
     found = list(lint.invocations(text))
     assert [(i.program, i.args, i.nested) for i in found] == [("cargo", args, True)]
+
+
+def test_a_continued_line_is_joined_with_one_space() -> None:
+    [command] = lint.shell_commands("cargo test\\\n  --workspace\n")
+    assert (command.line, command.offset, command.text) == (1, 0, "cargo test --workspace")
+
+
+def test_the_command_string_of_sh_c_is_its_first_argument_not_the_last() -> None:
+    """`bash -c 'cmd' name`: `name` is $0 of the command string, not a command."""
+    assert [(i.program, i.args) for i in lint.invocations('bash -c "cargo test" name')] == [("cargo", ["test"])]
+
+
+def test_a_file_that_is_not_text_has_no_findings(tmp_path: Path) -> None:
+    path = tmp_path / "README.md"
+    path.write_bytes(b"```sh\ncargo test \xff\xfe\n```\n")
+    assert lint.lint_file(path) == []
