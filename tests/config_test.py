@@ -102,22 +102,26 @@ def test_percentage_or_off_still_checks_the_range() -> None:
 # ---- sizes ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    ("1", 1), ("1073741824", G), (1073741824, G),
     ("512k", 512 << 10), ("1k", 1024), ("1K", 1024), ("1kb", 1024), ("1KiB", 1024),
     ("1m", 1 << 20), ("4096M", 4 * G), ("1MiB", 1 << 20),
     ("1g", G), ("4G", 4 * G), ("12GiB", 12 * G), ("4gb", 4 * G), ("4 G", 4 * G), (" 4G ", 4 * G),
-    ("1t", 1 << 40), ("2TiB", 2 << 40),
+    ("1t", 1 << 40), ("2TiB", 2 << 40), ("1p", 1 << 50), ("1E", 1 << 60),
 ])
 def test_size_units_are_powers_of_1024(raw: object, expected: int) -> None:
     value = config.parse_size(raw)
     assert value == expected and isinstance(value, int)
 
 
+@pytest.mark.parametrize("raw", ["1", "1073741824", 1073741824, "1.5", "8b", "8ib"])
+def test_a_size_needs_a_unit(raw: object) -> None:
+    """A bare `8` would be 8 bytes, which nobody means: it is refused."""
+    assert rejects(config.parse_size, raw)
+
+
 def test_fractional_sizes_are_rounded_down_to_whole_bytes() -> None:
     assert config.parse_size("1.5G") == 3 * G // 2
     assert config.parse_size("0.5k") == 512
     assert config.parse_size("0.1k") == 102
-    assert config.parse_size("1.5") == 1
 
 
 @pytest.mark.parametrize("raw", ["unlimited", "none", "infinity", "Unlimited", " NONE "])
@@ -138,8 +142,9 @@ def test_size_too_big_for_a_resource_limit_is_rejected_not_a_crash(raw: str) -> 
 
 def test_size_up_to_the_largest_resource_limit_is_accepted() -> None:
     assert config.parse_size("8388607T") == 8388607 << 40
-    assert config.parse_size("9223372036854774784") == 9223372036854774784  # the largest float under 2**63
+    assert config.parse_size("7E") == 7 << 60
     assert rejects(config.parse_size, "8388608T")  # 2**63 bytes
+    assert rejects(config.parse_size, "8E")
 
 
 def test_required_size_refuses_unlimited() -> None:
@@ -279,6 +284,8 @@ def test_every_default_is_a_value_its_parser_could_give(setting: config.Setting)
     if default is None:
         return
     shown = ",".join(default) if isinstance(default, tuple) else default
+    if setting.parse in (config.parse_size, config.parse_size_required, config.parse_limit_as):
+        shown = f"{default >> 10}k"  # a size needs a unit
     assert setting.parse(shown) == default
 
 
