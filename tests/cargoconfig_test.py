@@ -104,6 +104,7 @@ def _isolated_env(agent_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.timeout(60)  # an include cycle that is not detected would loop
 @pytest.mark.parametrize(("name", "files", "cli", "expected"), INCLUDE_CASES, ids=IDS)
 def test_include_as_cargo_agent_reads_it(tmp_path: Path, agent_env: dict[str, str], name: str,
                                          files: dict[str, str], cli: list[str], expected: object) -> None:
@@ -147,6 +148,7 @@ def test_include_in_cargo_home_config(tmp_path: Path, agent_env: dict[str, str])
     assert _cargo_rustflags(root, env, []) == ["--cfg", "home"]
 
 
+@pytest.mark.timeout(60)  # opening a FIFO blocks until a writer comes: a regression hangs
 def test_a_fifo_where_an_include_points_is_an_error_not_a_hang(tmp_path: Path, agent_env: dict[str, str]) -> None:
     root = _fixture(tmp_path, {".cargo/config.toml": 'include = [{ path = "fifo.toml", optional = true }]\n'})
     os.mkfifo(root / ".cargo" / "fifo.toml")

@@ -338,3 +338,47 @@ def test_hostile_nesting_neither_recurses_nor_hangs(tmp_path: Path, hostile: str
     path.write_text(hostile + "\n")
     for finding in lint.lint_file(path):
         assert finding.code in lint.RULES
+
+
+# ---- the shell scanner's words (issue 18: survivors of the mutation check) -------------------
+
+@pytest.mark.parametrize(("text", "commands"), [
+    # a process substitution is part of the word it starts or continues, from that word's start
+    ("a<(cargo tree) x", [[("cargo", 3), ("tree", 9)], [("a<(...)", 0), ("x", 15)]]),
+    # `&>` and `2>` redirect: the target is not a word, and the command goes on after it
+    ("cargo test &>log --lib", [[("cargo", 0), ("test", 6), ("--lib", 17)]]),
+    ("cargo test 2>err --lib", [[("cargo", 0), ("test", 6), ("--lib", 17)]]),
+    # an array assignment is one word, written out
+    ("a=(x y) cargo test", [[("a=(x y)", 0), ("cargo", 8), ("test", 14)]]),
+])
+def test_scanner_words_and_their_offsets(text: str, commands: list[list[tuple[str, int]]]) -> None:
+    assert [[(w.text, w.start) for w in c] for c in lint.simple_commands(text)] == commands
+
+
+@pytest.mark.parametrize(("text", "args"), [
+    ('nix-shell -p rustc --run "cargo test -p a"', ["test", "-p", "a"]),
+    ('nix-shell --command "cargo build"', ["build"]),
+    ('script -c "cargo test"', ["test"]),
+    ('script --command "cargo check"', ["check"]),
+    ('nix-shell --run="cargo test -p a" x', ["test", "-p", "a"]),  # the value attached with `=`
+    ('script --command="cargo check"', ["check"]),
+])
+def test_cargo_inside_a_wrappers_command_string_is_found(text: str, args: list[str]) -> None:
+    found = list(lint.invocations(text))
+    assert [(i.program, i.args, i.nested) for i in found] == [("cargo", args, True)]
+
+
+def test_a_continued_line_is_joined_with_one_space() -> None:
+    [command] = lint.shell_commands("cargo test\\\n  --workspace\n")
+    assert (command.line, command.offset, command.text) == (1, 0, "cargo test --workspace")
+
+
+def test_the_command_string_of_sh_c_is_its_first_argument_not_the_last() -> None:
+    """`bash -c 'cmd' name`: `name` is $0 of the command string, not a command."""
+    assert [(i.program, i.args) for i in lint.invocations('bash -c "cargo test" name')] == [("cargo", ["test"])]
+
+
+def test_a_file_that_is_not_text_has_no_findings(tmp_path: Path) -> None:
+    path = tmp_path / "README.md"
+    path.write_bytes(b"```sh\ncargo test \xff\xfe\n```\n")
+    assert lint.lint_file(path) == []

@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 from conftest import write_tree
 
-from cargo_agent import argv, build
+from cargo_agent import argv, build, policy
 from cargo_agent.errors import RefusedError
+
+# Alias expansion that loops fails in a minute, not after the suite's 300 s default.
+pytestmark = pytest.mark.timeout(60)
 
 OK = None
 
@@ -316,3 +319,259 @@ def test_verdict_matches_what_real_cargo_builds(virtual_ws: Path, agent_env: dic
     assert decision.allowed == (len(built) == 1), (built, decision.reason)
     if not decision.allowed:
         assert decision.selected == built
+
+
+# ---- the whole refusal, word for word (issue 18: a blanked line or a dropped edit must fail) ----
+
+def _decide(root: Path, env: dict[str, str], args: list[str]) -> policy.Decision:
+    return build.decide(argv.parse(args), root, env).decision
+
+
+def _passes_the_gate(root: Path, env: dict[str, str], fix: str) -> bool:
+    import shlex
+
+    words = shlex.split(fix)
+    assert words[0] == "cargo-agent"
+    return _decide(root, env, words[1:]).allowed
+
+
+NOTE_OPERATOR = ("note: an operator allows it for the whole host with `{0} = true` in the host file "
+                 "(/etc/cargo-agent.toml)")
+NOTE_ALLOW = ("note: to allow it anyway set {1}=1, or `{0} = true` in [workspace.metadata.cargo-agent] of the root "
+              "Cargo.toml or in your user config file")
+
+
+def test_an_unscoped_test_refusal_in_full(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    decision = _decide(virtual_ws, agent_env, ["test"])
+    reason = ("`test` selects 3 packages (alpha, beta, gamma; all members of the virtual workspace), more than "
+              "max_packages (1): it compiles and runs the tests of every package it selects")
+    assert decision.error().render().splitlines() == [
+        f"error: refused by cargo-agent (rule unscoped-test): {reason}",
+        "help: run instead: cargo-agent test -p <package>",
+        "note: workspace members: alpha, beta, gamma",
+        NOTE_ALLOW.format("allow_unscoped", "CARGO_AGENT_ALLOW_UNSCOPED")
+        + "; or raise max_packages (CARGO_AGENT_MAX_PACKAGES)",
+        NOTE_OPERATOR.format("allow_unscoped"),
+    ]
+    assert decision.as_json() == {"allowed": False, "rule": "unscoped-test", "reason": reason,
+                                  "fix": "cargo-agent test -p <package>", "selected": ["alpha", "beta", "gamma"]}
+    assert decision.members == ["alpha", "beta", "gamma"] and not decision.locked_by and not decision.max_locked
+
+
+@pytest.mark.parametrize(("args", "rule", "reason", "fix"), [
+    (["build", "--all-targets"], "all-targets",
+     "`--all-targets`: it compiles every target: lib, bins, tests, benches and examples", "cargo-agent build"),
+    (["check", "--lib", "--bins", "--tests", "--benches", "--examples", "-p", "alpha"], "all-targets",
+     "naming every target kind: it compiles every target: lib, bins, tests, benches and examples",
+     "cargo-agent check -p alpha"),
+    (["check", "-p", "alpha", "--all-features", "--tests"], "all-features-tests",
+     "`--all-features` with the test targets: it compiles every test target with every optional feature, and the "
+     "dependencies those features pull in, turned on", "cargo-agent check -p alpha --tests"),
+])
+def test_a_target_rule_refusal_in_full(virtual_ws: Path, agent_env: dict[str, str], args: list[str], rule: str,
+                                       reason: str, fix: str) -> None:
+    decision = _decide(virtual_ws, agent_env, args)
+    setting = policy.RULE[rule].setting
+    assert decision.error().render().splitlines() == [
+        f"error: refused by cargo-agent (rule {rule}): {reason}",
+        f"help: run instead: {fix}",
+        NOTE_ALLOW.format(setting, policy.RULE[rule].env),
+        NOTE_OPERATOR.format(setting),
+    ]
+    assert decision.members == [] and decision.selected == []
+    assert _passes_the_gate(virtual_ws, agent_env, fix)
+
+
+@pytest.mark.parametrize(("args", "fix"), [
+    # every selection option goes, with its value, and nothing else does
+    (["test", "--workspace", "--exclude", "beta", "--all-targets", "--all-features"],
+     "cargo-agent test -p <package> --lib"),
+    (["-v", "test", "--exclude", "gamma", "--workspace", "--all-targets", "--", "--nocapture"],
+     "cargo-agent -v test -p <package> --lib -- --nocapture"),
+    (["test", "--exclude=gamma", "--all", "--no-fail-fast"], "cargo-agent test -p <package> --no-fail-fast"),
+    (["test", "-p", "alpha", "-p", "beta", "--release"], "cargo-agent test -p <package> --release"),
+    (["test", "--package=alpha", "-pbeta", "-j", "2"], "cargo-agent test -p <package> -j 2"),
+    (["nextest", "run", "--all-targets", "--workspace"], "cargo-agent nextest run -p <package> --lib"),
+    (["miri", "test", "--workspace", "--exclude", "alpha"], "cargo-agent miri test -p <package>"),
+    # all-targets: every spelling of it goes; a test run keeps its unit tests
+    (["test", "-p", "beta", "--all-targets"], "cargo-agent test -p beta --lib"),
+    (["bench", "-p", "beta", "--all-targets", "--", "x"], "cargo-agent bench -p beta --lib -- x"),
+    (["nextest", "list", "-p", "beta", "--all-targets"], "cargo-agent nextest list -p beta --lib"),
+    (["nextest", "archive", "--archive-file", "a.tar.zst", "-p", "beta", "--all-targets"],
+     "cargo-agent nextest archive --archive-file a.tar.zst -p beta --lib"),
+    (["miri", "test", "-p", "beta", "--all-targets"], "cargo-agent miri test -p beta --lib"),
+    (["nextest", "r", "-p", "beta", "--all-targets"], "cargo-agent nextest r -p beta --lib"),
+    (["build", "-p", "beta", "--lib", "--bin=*", "--tests", "--bench", "*", "--examples", "-q"],
+     "cargo-agent build -p beta -q"),
+    (["check", "-p", "beta", "--all-targets", "--all-features"], "cargo-agent check -p beta"),
+    # all-features-tests: --all-features and a `--test '*'` go, a named test stays
+    (["check", "-p", "beta", "--all-features", "--test", "*", "--test", "it"], "cargo-agent check -p beta --test it"),
+    (["check", "-p", "beta", "--features", "x", "--all-features", "--tests"],
+     "cargo-agent check -p beta --features x --tests"),
+])
+def test_the_fix_is_the_command_with_exactly_the_offending_options_removed(
+        virtual_ws: Path, agent_env: dict[str, str], args: list[str], fix: str) -> None:
+    decision = _decide(virtual_ws, agent_env, args)
+    assert decision.fix == fix
+    assert _passes_the_gate(virtual_ws, agent_env, fix.replace("<package>", "alpha"))
+
+
+def test_the_fix_names_the_member_the_caller_is_in(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    decision = _decide(virtual_ws / "crates" / "gamma", agent_env, ["test", "--workspace", "--all-targets"])
+    assert decision.fix == "cargo-agent test -p gamma --lib" and decision.also == []
+    assert _passes_the_gate(virtual_ws, agent_env, decision.fix)
+
+
+def test_a_refusal_under_a_host_policy_names_no_override_that_would_not_work(
+        virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    Path(agent_env["CARGO_AGENT_CONFIG"]).write_text("allow-unscoped = false\nmax-packages = 1\n")
+    decision = _decide(virtual_ws, agent_env, ["test"])
+    host = agent_env["CARGO_AGENT_CONFIG"]
+    assert decision.locked_by == f"{host}:allow-unscoped" and decision.max_locked
+    lines = decision.error().render().splitlines()
+    assert lines[3:] == [
+        f"note: the host policy keeps this rule on ({host}:allow-unscoped = false); CARGO_AGENT_ALLOW_UNSCOPED "
+        "and `allow_unscoped` in a repo or user file cannot turn it off",
+        NOTE_OPERATOR.format("allow_unscoped"),
+    ]
+
+
+def test_a_host_max_packages_drops_the_raise_max_packages_hint(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    Path(agent_env["CARGO_AGENT_CONFIG"]).write_text("max-packages = 1\n")
+    decision = _decide(virtual_ws, agent_env, ["test"])
+    assert decision.max_locked and decision.locked_by is None
+    assert decision.error().render().splitlines()[3] == NOTE_ALLOW.format("allow_unscoped",
+                                                                          "CARGO_AGENT_ALLOW_UNSCOPED")
+
+
+def test_the_error_lists_four_members_then_a_count_and_other_changed_members() -> None:
+    decision = policy.Decision(False, "unscoped-test", "why", "cargo-agent test -p a", members=list("abcdef"),
+                               also=["b", "c"])
+    lines = decision.error().render().splitlines()
+    assert lines[1:4] == ["help: run instead: cargo-agent test -p a",
+                          "help: you also changed b, c: test each the same way, with its own -p",
+                          "note: workspace members: a, b, c, d (and 2 more)"]
+    exactly_four = policy.Decision(False, "unscoped-test", "why", None, members=list("abcd")).error().render()
+    assert "note: workspace members: a, b, c, d\n" in exactly_four and "help: run instead" not in exactly_four
+    assert "more)" not in exactly_four
+
+
+def test_a_long_selection_is_shortened_after_eight_names(tmp_path: Path, agent_env: dict[str, str]) -> None:
+    from conftest import crate, nest
+
+    names = [f"m{k}" for k in range(10)]
+    files = {"Cargo.toml": '[workspace]\nmembers = ["c/*"]\n'}
+    for name in names:
+        files.update(nest(f"c/{name}", crate(name)))
+    root = write_tree(tmp_path / "ws", files)
+    assert "(m0, m1, m2, m3, m4, m5, m6, m7 and 2 more; " in _decide(root, agent_env, ["test"]).reason
+    nine = _decide(root, agent_env, ["test", "--workspace", "--exclude", "m9"]).reason
+    assert "(m0, m1, m2, m3, m4, m5, m6, m7 and 1 more; " in nine
+    eight = _decide(root, agent_env, ["test", "--workspace", "--exclude", "m9", "--exclude", "m8"]).reason
+    assert "(m0, m1, m2, m3, m4, m5, m6, m7; --workspace minus --exclude)" in eight
+
+
+def test_max_packages_is_a_limit_not_a_count_of_one(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    env = {**agent_env, "CARGO_AGENT_MAX_PACKAGES": "2"}
+    assert _decide(virtual_ws, env, ["test", "-p", "alpha", "-p", "beta"]).allowed
+    three = _decide(virtual_ws, env, ["test"])
+    assert "selects 3 packages" in three.reason and "more than max_packages (2)" in three.reason
+    assert three.fix == "cargo-agent test -p <package>"
+
+
+# ---- the rule table and the target predicates, without a workspace ---------------------------
+
+def test_the_rule_table() -> None:
+    assert [(r.name, r.code, r.setting, r.env, r.host_may_forbid) for r in policy.RULES] == [
+        ("unscoped-test", "CA002", "allow_unscoped", "CARGO_AGENT_ALLOW_UNSCOPED", True),
+        ("all-targets", "CA003", "allow_all_targets", "CARGO_AGENT_ALLOW_ALL_TARGETS", True),
+        ("all-features-tests", "CA004", "allow_all_features_tests", "CARGO_AGENT_ALLOW_ALL_FEATURES_TESTS", True),
+    ]
+    assert list(policy.RULE) == ["unscoped-test", "all-targets", "all-features-tests"]
+    assert repr(policy.RULE["all-targets"]) == "Rule('all-targets')"
+    assert all(rule.refuses and rule.fix and rule.reason for rule in policy.RULES)
+
+
+@pytest.mark.parametrize(("args", "everything"), [
+    (["--all-targets"], True), (["--lib", "--bins", "--tests", "--benches", "--examples"], True),
+    (["--lib", "--bin", "*", "--test", "**", "--bench=*", "--example", "*"], True),
+    (["--bins", "--tests", "--benches", "--examples"], False), (["--lib", "--tests", "--benches", "--examples"], False),
+    (["--lib", "--bins", "--benches", "--examples"], False), (["--lib", "--bins", "--tests", "--examples"], False),
+    (["--lib", "--bins", "--tests", "--benches"], False), (["--lib", "--bin", "a*", "--tests", "--benches",
+                                                            "--examples"], False),
+    (["--lib", "--bin", "", "--tests", "--benches", "--examples"], False), ([], False),
+])
+def test_all_targets_means_every_target_kind(args: list[str], everything: bool) -> None:
+    assert policy.all_targets(argv.parse_args(args)) is everything
+
+
+@pytest.mark.parametrize(("args", "tests"), [(["--tests"], True), (["--test", "*"], True), (["--test=**"], True),
+                                             (["--all-targets"], True), (["--test", "it"], False),
+                                             (["--lib"], False), (["--test", "*x"], False)])
+def test_all_tests_means_every_test_target(args: list[str], tests: bool) -> None:
+    assert policy.all_tests(argv.parse_args(args)) is tests
+
+
+@pytest.mark.parametrize(("args", "how", "names", "open_"), [
+    (["--workspace"], "--workspace", [], True), (["--all"], "--workspace", [], True),
+    (["-p", "a", "-p", "b", "-p", "a"], "-p", ["a", "b"], False), (["-p", "a*", "-p", "b"], "-p", ["b"], True),
+    (["-p"], "-p", ["<0>"], False), ([], "the whole workspace", [], True),
+    (["--manifest-path", "./Cargo.toml"], "the whole workspace", [], True),
+])
+def test_the_lint_guesses_a_selection_it_cannot_read(args: list[str], how: str, names: list[str],
+                                                     open_: bool) -> None:
+    chosen = policy.guess_selection(argv.parse_args(args), argv.parse(["test", *args]).manifest_path)
+    assert chosen is not None
+    assert (chosen.how, chosen.packages, chosen.open) == (how, names, open_)
+
+
+def test_the_lint_cannot_guess_for_another_manifest() -> None:
+    assert policy.guess_selection(argv.parse_args([]), "crates/a/Cargo.toml") is None
+
+
+# ---- check without a workspace: the gate outside one, and the lint's guess ----------------------
+
+def _check(args: list[str], guess: bool = False, **settings: object) -> list[tuple[str, str]]:
+    from cargo_agent import config
+
+    merged = config.merge([config.Layer("environment", {k: (v, k) for k, v in settings.items()})])
+    return [(v.rule.name, v.detail) for v in policy.check(argv.parse(args), None, merged, guess)]
+
+
+def test_without_a_workspace_only_the_target_rules_apply() -> None:
+    assert _check(["test"]) == []
+    assert _check(["build", "--all-targets", "--all-features"]) == [
+        ("all-targets", "`--all-targets`"), ("all-features-tests", "`--all-features` with the test targets")]
+    assert _check(["build", "--lib", "--bins", "--tests", "--benches", "--examples"]) == [
+        ("all-targets", "naming every target kind")]
+
+
+def test_commands_that_compile_nothing_break_no_rule() -> None:
+    assert _check(["--version", "test", "--all-targets"], guess=True) == []
+    assert _check(["metadata", "--all-features", "--tests"], guess=True) == []
+
+
+def test_the_lint_counts_what_it_can_read_of_a_selection() -> None:
+    assert _check(["test"], guess=True) == [
+        ("unscoped-test", "`test` may select any number of packages (the whole workspace)")]
+    assert _check(["test", "-p", "a", "-p", "b"], guess=True) == [
+        ("unscoped-test", "`test` selects 2 packages (a, b; -p), more than max_packages (1)")]
+    assert _check(["test", "-p", "a", "-p", "b"], guess=True, max_packages=2) == []
+    assert _check(["test", "-p", "a"], guess=True) == []
+    assert _check(["nextest", "run", "--workspace"], guess=True) == [
+        ("unscoped-test", "`nextest run` may select any number of packages (--workspace)")]
+    assert _check(["check", "--workspace"], guess=True) == []
+    assert _check(["check", "--workspace"], guess=True, scoped_subcommands=("check",)) == [
+        ("unscoped-test", "`check` may select any number of packages (--workspace)")]
+    assert _check(["test", "--manifest-path", "elsewhere/Cargo.toml"], guess=True) == []
+
+
+@pytest.mark.parametrize(("args", "rule", "fix"), [
+    (["test", "--all-targets", "--all-features"], "unscoped-test", "cargo-agent test -p <package> --lib"),
+    (["check", "-p", "beta", "--all-targets", "--all-features"], "all-targets", "cargo-agent check -p beta"),
+])
+def test_a_command_breaking_several_rules_is_refused_by_the_first_and_fixed_for_all(
+        virtual_ws: Path, agent_env: dict[str, str], args: list[str], rule: str, fix: str) -> None:
+    decision = _decide(virtual_ws, agent_env, args)
+    assert decision.rule == rule and decision.fix == fix
+    assert decision.error().render().startswith(f"error: refused by cargo-agent (rule {rule}): ")

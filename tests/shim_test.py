@@ -82,6 +82,7 @@ def test_the_shim_runs_the_cargo_agent_that_wrote_it_whatever_the_path(tmp_path:
     assert result.returncode == 2 and "help: run instead: cargo test -p <package>" in result.stderr
 
 
+@pytest.mark.timeout(120)  # a nested call that waits for its parent's slot would hang
 def test_nested_cargo_from_a_build_script_runs_inside_the_parents_slot(tmp_path: Path,
                                                                        shim_env: dict[str, str]) -> None:
     """slots=1: the outer build holds the only slot while its build script runs `cargo check`

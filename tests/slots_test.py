@@ -14,6 +14,9 @@ from conftest import RunAgent, agent_command, alive, wait_for
 
 from cargo_agent import config, slots
 
+# Every test here waits for a lock or a process: a hang fails in two minutes, not 300 s.
+pytestmark = pytest.mark.timeout(120)
+
 
 def _events(log: Path) -> list[tuple[str, str, float]]:
     events = []

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from conftest import FAKE_CARGO, agent_command, alive
 
 RUNS = 32
@@ -29,6 +30,7 @@ def _live_fake_cargos(log: str) -> list[int]:
     return found
 
 
+@pytest.mark.timeout(180)  # waits on slots and killed processes: a hang fails here, not at 300 s
 def test_random_sigkills_never_overrun_slots_or_leave_processes(virtual_ws: Path, fake_cargo_env: dict[str, str],
                                                                 tmp_path: Path, reap: list[int]) -> None:
     rng = random.Random(20261125)

@@ -20,6 +20,9 @@ from conftest import FAKE_CARGO, RunAgent, agent_command, alive, crate, wait_for
 
 from cargo_agent import lockdir, supervise
 
+# Every test here waits on processes: a hang fails in two minutes, not 300 s.
+pytestmark = pytest.mark.timeout(120)
+
 
 def _tree(pid: int) -> list[int]:
     try:
