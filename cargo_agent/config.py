@@ -89,7 +89,6 @@ LIMIT_AS_MIN = 256 << 20  # below this, rustc cannot even start
 def parse_size(raw: object) -> int | None:
     """Bytes from `4G`, `4096M`, `12GiB`, `512k` (a unit is required: a bare `8` is refused,
     not read as 8 bytes); `unlimited` -> None."""
-    """Bytes from `4G`, `4096M`, `12GiB`, `512k`, `1073741824`; `unlimited` -> None."""
     import re
 
     text = _text(raw).lower()
@@ -399,7 +398,8 @@ def shown(key: str, value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, tuple):
         return ", ".join(value) or "(none)"
-    if setting is not None and setting.parse in (parse_size, parse_size_required) and isinstance(value, int):
+    if setting is not None and setting.parse in (parse_size, parse_size_required, parse_limit_as) \
+            and isinstance(value, int):
         for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
             if value % (1 << shift) == 0:
                 return f"{value >> shift}{unit}"

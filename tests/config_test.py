@@ -541,3 +541,9 @@ def test_config_file_paths_come_from_the_environment(tmp_path: Path) -> None:
     assert config.host_config_path({"CARGO_AGENT_CONFIG": "/srv/ca.toml"}) == "/srv/ca.toml"
     assert config.user_config_path({"XDG_CONFIG_HOME": "/x"}) == "/x/cargo-agent/config.toml"
     assert config.user_config_path({"HOME": "/home/u"}) == "/home/u/.config/cargo-agent/config.toml"
+
+
+def test_a_shown_limit_as_parses_back_to_itself() -> None:
+    """--dry-run and --doctor show limit_as with a unit, so the value shown can be set again."""
+    for size in (256 << 20, 4 << 30, 12 << 30):
+        assert config.parse_limit_as(config.shown("limit_as", size)) == size
