@@ -569,7 +569,10 @@ def repo_layer(manifest: Mapping[str, Any] | None, manifest_path: str | os.PathL
     if not manifest or manifest_path is None:
         return Layer("repo", {})
     for section in ("workspace", "package"):
-        table = manifest.get(section, {}).get("metadata", {}).get("cargo-agent")
+        # `metadata` may be any TOML value for cargo; only a table holds a cargo-agent table
+        metadata = manifest.get(section)
+        metadata = metadata.get("metadata") if isinstance(metadata, dict) else None
+        table = metadata.get("cargo-agent") if isinstance(metadata, dict) else None
         if table is not None:
             if not isinstance(table, dict):
                 raise ConfigError(f"[{section}.metadata.cargo-agent] in {manifest_path} is not a table")

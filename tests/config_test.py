@@ -547,3 +547,10 @@ def test_a_shown_limit_as_parses_back_to_itself() -> None:
     """--dry-run and --doctor show limit_as with a unit, so the value shown can be set again."""
     for size in (256 << 20, 4 << 30, 12 << 30):
         assert config.parse_limit_as(config.shown("limit_as", size)) == size
+
+
+@pytest.mark.parametrize("manifest", [{"package": {"metadata": 3}}, {"workspace": {"metadata": "x"}},
+                                      {"package": 1}])
+def test_metadata_that_is_not_a_table_holds_no_cargo_agent_settings(manifest: dict[str, object]) -> None:
+    """cargo accepts any TOML value for `metadata`: it is no cargo-agent table, never a traceback."""
+    assert config.repo_layer(manifest, "/repo/Cargo.toml").values == {}
