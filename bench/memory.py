@@ -268,7 +268,7 @@ def _agent(repo: Path, lock_dir: Path, base: dict[str, str]) -> tuple[list[str],
     return [sys.executable, "-m", "cargo_agent"], env
 
 
-def storms(root: Path, work: Path, builds: int) -> dict[str, Any]:
+def storms(root: Path, work: Path, builds: int, configs: set[str]) -> dict[str, Any]:
     checkouts = []
     for index in range(builds):
         checkout = work / f"checkout{index}"
@@ -277,11 +277,14 @@ def storms(root: Path, work: Path, builds: int) -> dict[str, Any]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CARGO_AGENT_")}
     base["CARGO_AGENT_MEM_KILL"] = "off"  # the bench host is shared: never stop a build for others' use
     results: dict[str, Any] = {}
-    results["bare cargo"] = storm(checkouts, ["cargo"], base)
-    today = _export(TODAY_REV, work / "today")
+    if "bare" in configs:
+        results["bare cargo"] = storm(checkouts, ["cargo"], base)
+    today = _export(TODAY_REV, work / "today") if "today" in configs else None
     if today is not None:
         command, env = _agent(today, work / "locks-today", base)
         results[f"today's settings ({TODAY_REV})"] = storm(checkouts, command, env)
+    if "gate" not in configs:
+        return results
     command, env = _agent(REPO, work / "locks-gate", base)
     training = storm(checkouts, command, env)  # fills the run log and the link log
     results["link gate + learned admission"] = storm(checkouts, command, env)
@@ -354,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--builds", type=int, default=None)
     parser.add_argument("--save", action="store_true", help="write bench/results-memory.json")
     parser.add_argument("--cgroup-limit", default="1G", help="memory limit of the storms' cgroup; 0: none")
+    parser.add_argument("--configs", default="bare,today,gate", help="storms to run: bare, today, gate")
+    parser.add_argument("--no-wrapper", action="store_true", help="skip the wrapper cost measurement")
     args = parser.parse_args(argv)
     global CGROUP
     sys.path.insert(0, str(REPO))
@@ -365,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         root, what = fixture(work, args.quick)
         results: dict[str, Any] = {"fixture": what, "host": {"cores": os.cpu_count(),
                                                               "mem_total_mib": _meminfo_total() >> 20}}
-        results["wrapper"] = wrapper_cost(root, work, 50 if args.quick else 300)
-        print(json.dumps({"wrapper": results["wrapper"]}, indent=2), flush=True)
+        if not args.no_wrapper:
+            results["wrapper"] = wrapper_cost(root, work, 50 if args.quick else 300)
+            print(json.dumps({"wrapper": results["wrapper"]}, indent=2), flush=True)
         if limit:
             try:
                 CGROUP = Cgroup(limit)
@@ -374,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as err:
                 print(f"bench: storms run without a memory cgroup ({err})", file=sys.stderr)
         try:
-            results["storm"] = storms(root, work, args.builds or (2 if args.quick else 4))
+            results["storm"] = storms(root, work, args.builds or (2 if args.quick else 4),
+                                      set(args.configs.split(",")))
         finally:
             if CGROUP is not None:
                 CGROUP.close()

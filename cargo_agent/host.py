@@ -5,8 +5,9 @@ The memory limit in force is the one with the least room left among:
 - cgroup v2 `memory.max` of our own cgroup and of every ancestor up to the mount's root;
 - cgroup v1 `memory.limit_in_bytes` of our own memory cgroup and its ancestors (containers);
 - MemTotal (use: MemTotal - MemAvailable).
-A cgroup's use is its charge minus its inactive file cache (what the kernel reclaims first),
-as container runtimes count a working set.
+A cgroup's use is its charge minus its file cache, which the kernel reclaims under the limit
+(as MemAvailable counts cache as available): a cgroup full of the target dir's cache still has
+room for a build.
 
 Test hooks may only make readings worse, so they can never switch memory control off:
 - `CARGO_AGENT_MEMORY_SOURCE` names a file holding a used percentage; the reading is the
@@ -153,16 +154,18 @@ def limits(proc_root: str = PROC) -> list[Limit]:
         current = _number(_read(os.path.join(directory, "memory.current")))
         if limit is None or current is None or limit <= 0:
             continue  # "max", or no memory controller here
-        inactive = _stat_field(_read(os.path.join(directory, "memory.stat")), "inactive_file")
-        found.append(Limit(limit, current - inactive, f"cgroup v2 memory.max of {directory}"))
+        stat = _read(os.path.join(directory, "memory.stat"))
+        cache = _stat_field(stat, "inactive_file") + _stat_field(stat, "active_file")
+        found.append(Limit(limit, current - cache, f"cgroup v2 memory.max of {directory}"))
     for directory in _cgroup_dirs(proc_root, v2=False):
         limit = _number(_read(os.path.join(directory, "memory.limit_in_bytes")))
         usage = _number(_read(os.path.join(directory, "memory.usage_in_bytes")))
         if limit is None or usage is None or limit <= 0 or limit >= UNLIMITED_CGROUP:
             continue
         stat = _read(os.path.join(directory, "memory.stat"))
-        inactive = _stat_field(stat, "total_inactive_file") or _stat_field(stat, "inactive_file")
-        found.append(Limit(limit, usage - inactive, f"cgroup v1 memory.limit_in_bytes of {directory}"))
+        cache = (_stat_field(stat, "total_inactive_file") + _stat_field(stat, "total_active_file")) or (
+            _stat_field(stat, "inactive_file") + _stat_field(stat, "active_file"))
+        found.append(Limit(limit, usage - cache, f"cgroup v1 memory.limit_in_bytes of {directory}"))
     return found
 
 

@@ -74,7 +74,7 @@ def _fake_root(tmp_path: Path, cgroup_path: str, levels: dict[str, tuple[str, in
                       "self/mountinfo": f"30 23 0:27 / {mount} rw,nosuid - cgroup2 cgroup2 rw\n"})
     for relative, (limit, current) in levels.items():
         write_tree(mount / relative.lstrip("/"), {"memory.max": f"{limit}\n", "memory.current": f"{current}\n",
-                                                  "memory.stat": "anon 1\ninactive_file 1000\n"})
+                                                  "memory.stat": "anon 1\ninactive_file 600\nactive_file 400\n"})
     return str(proc)
 
 
@@ -85,7 +85,7 @@ def test_cgroup_v2_limits_of_every_ancestor_count_and_the_tightest_wins(tmp_path
         "/": ("max", 0),
     })
     limit = host.in_force(proc)
-    assert limit.limit == 2 << 30 and limit.used == 1 << 30  # inactive file cache is not counted
+    assert limit.limit == 2 << 30 and limit.used == 1 << 30  # file cache is not counted
     assert limit.source == f"cgroup v2 memory.max of {tmp_path / 'cg' / 'agents.slice'}"
     assert [found.source.split(" of ")[0] for found in host.limits(proc)] == ["MemTotal (/proc/meminfo)",
                                                                               "cgroup v2 memory.max"]
