@@ -596,8 +596,8 @@ def main(argv: list[str] | None = None) -> int:
             outcomes.sort(key=lambda o: (o.mutant.start, o.mutant.end, o.mutant.id))
             killed = sum(1 for o in outcomes if o.status != "survived")
             sampled = len(chosen) < len(every) - equivalent
-            count = f"{len(chosen)} of {len(every) - equivalent} (sample, seed {args.seed})" if sampled \
-                else str(len(chosen))
+            how = "chosen by --id" if args.id else f"sample, seed {args.seed}"
+            count = f"{len(chosen)} of {len(every) - equivalent} ({how})" if sampled else str(len(chosen))
             score = f"{100 * killed / len(chosen):.1f} %" if chosen else "n/a"
             rows.append({"path": target.path, "tests": ", ".join(Path(t).stem for t in tests), "mutants": count,
                          "killed": killed, "equivalent": equivalent, "score": score})
