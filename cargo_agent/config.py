@@ -375,7 +375,8 @@ def host_config_path(env: Mapping[str, str]) -> str:
 # ---- showing values --------------------------------------------------------------------
 
 _NONE_SHOWN: dict[Callable[[object], Any], str] = {
-    parse_auto_or_positive_int: "auto", parse_size: "unlimited", parse_duration: "none", parse_percent_or_off: "off"}
+    parse_auto_or_positive_int: "auto", parse_size: "unlimited", parse_limit_as: "unlimited", parse_duration: "none",
+    parse_percent_or_off: "off"}
 
 
 def _duration(seconds: float) -> str:

@@ -3,6 +3,7 @@ environment, repo, user file, host file and defaults."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import write_tree
 
-from cargo_agent import config
+from cargo_agent import config, locations
 from cargo_agent.config import Layer
 from cargo_agent.errors import ConfigError
 
@@ -224,6 +225,7 @@ def test_list_of_non_strings_is_rejected_but_a_scalar_is_one_item() -> None:
     assert rejects(config.parse_list, [["a"]])
     assert config.parse_list(3) == ("3",)
     assert config.parse_list(True) == ("true",)
+    assert config.parse_list(False) == ("false",)
 
 
 def test_subcommand_list_takes_builtin_external_and_two_word_subcommands() -> None:
@@ -246,6 +248,11 @@ def test_choice_is_case_insensitive_and_trimmed() -> None:
     assert parse("clear-sccache") == "clear-sccache"
 
 
+@pytest.mark.parametrize("value", ["keep", "clear-sccache", "clear"])
+def test_rustc_wrapper_takes_each_of_its_choices(value: str) -> None:
+    assert config.SETTINGS_BY_KEY["rustc_wrapper"].parse(value) == value
+
+
 @pytest.mark.parametrize("raw", ["", "kept", "clear sccache", "clear-", True, 1])
 def test_choice_rejects_anything_else(raw: object) -> None:
     assert rejects(config.choice("keep", "clear-sccache", "clear"), raw)
@@ -261,17 +268,17 @@ def test_path_rejects_empty_and_non_text(raw: object) -> None:
     assert rejects(config.parse_path, raw)
 
 
+def test_absolute_path_is_normalised_and_expands_home() -> None:
+    assert config.parse_absolute_path("/srv//locks/../shared/") == "/srv/shared"
+    assert config.parse_absolute_path("~/locks") == os.path.join(os.path.expanduser("~"), "locks")
+
+
+@pytest.mark.parametrize("raw", ["locks", "./locks", "~user-that-does-not-exist/x", "", 5, ["/a"], True])
+def test_absolute_path_rejects_relative_paths_and_non_strings(raw: object) -> None:
+    assert rejects(config.parse_absolute_path, raw)
+
+
 # ---- the table -----------------------------------------------------------------------
-
-def test_settings_table_has_fixed_fields_and_a_fixed_length() -> None:
-    """Plain classes with __slots__ (config.py is on the compiling path, so no dataclasses): a
-    misspelt field is an error, not a new attribute, and the table itself is a tuple."""
-    setting = config.SETTINGS[0]
-    with pytest.raises(AttributeError):
-        setting.defualt = 1  # type: ignore[attr-defined]
-    assert isinstance(config.SETTINGS, tuple)
-    assert not hasattr(setting, "__dict__")
-
 
 def test_every_env_var_is_the_key_in_capitals() -> None:
     assert all(s.env == "CARGO_AGENT_" + s.key.upper() for s in config.SETTINGS)
@@ -283,10 +290,10 @@ def test_every_default_is_a_value_its_parser_could_give(setting: config.Setting)
     default = setting.default
     if default is None:
         return
-    shown = ",".join(default) if isinstance(default, tuple) else default
+    text = ",".join(default) if isinstance(default, tuple) else default
     if setting.parse in (config.parse_size, config.parse_size_required, config.parse_limit_as):
-        shown = f"{default >> 10}k"  # a size needs a unit
-    assert setting.parse(shown) == default
+        text = f"{default >> 10}k"  # a size needs a unit
+    assert setting.parse(text) == default
 
 
 def test_defaults_that_decide() -> None:
@@ -301,8 +308,102 @@ def test_defaults_that_decide() -> None:
     assert defaults["rustc_wrapper"] == "clear-sccache"
     assert not any(defaults[k] for k in ("report", "isolate_cargo_home", "allow_unscoped", "allow_all_targets",
                                          "allow_all_features_tests"))
-    assert all(defaults[k] is None for k in ("slots", "lock_dir", "wait_timeout", "jobs", "test_threads",
+    assert all(defaults[k] is None for k in ("slots", "lock_dir", "wait_timeout", "cpus", "jobs", "test_threads",
                                              "link_threads", "timeout", "soft_timeout", "cargo"))
+
+
+def test_a_repo_may_not_set_the_lock_dir_or_the_cargo_program() -> None:
+    assert [s.key for s in config.SETTINGS if not s.repo] == ["lock_dir", "cargo"]
+
+
+def test_limit_as_is_a_size_of_at_least_256m_or_unlimited() -> None:
+    assert config.parse_limit_as("256M") == 256 << 20
+    assert config.parse_limit_as("unlimited") is None
+    assert rejects(config.parse_limit_as, "255M")
+    assert rejects(config.parse_limit_as, "1k")
+    assert rejects(config.parse_limit_as, "4")
+
+
+def test_a_shown_limit_as_parses_back_to_itself() -> None:
+    """--dry-run and --doctor show limit_as with a unit, so the value shown can be set again."""
+    for size in (256 << 20, 4 << 30, 12 << 30, None):
+        assert config.parse_limit_as(config.shown("limit_as", size)) == size
+
+
+def test_the_settings_table_is_a_tuple() -> None:
+    assert isinstance(config.SETTINGS, tuple)
+
+
+@pytest.mark.parametrize("thing", [config.SETTINGS[0], config.Layer("user", {}), config.Clamp(1, "a", "b"),
+                                   config.Config({})], ids=["Setting", "Layer", "Clamp", "Config"])
+def test_a_misspelled_attribute_is_an_error_not_a_new_attribute(thing: object) -> None:
+    with pytest.raises(AttributeError):
+        thing.vaule = 1  # type: ignore[attr-defined]
+
+
+def test_how_each_kind_of_limit_tightens() -> None:
+    by_key = config.SETTINGS_BY_KEY
+    assert by_key["slots"].tighter is config.at_most and by_key["timeout"].tighter is config.at_most
+    assert by_key["per_build_memory"].tighter is config.at_least
+    assert by_key["host_reserve"].tighter is config.at_least
+    assert by_key["lock_dir"].tighter is config.host_decides
+    assert by_key["limit_as_exempt"].tighter is config.fewer
+    assert by_key["scoped_subcommands"].tighter is config.more
+    assert {k for k, s in by_key.items() if s.tighter is config.both_allow} == {
+        "allow_unscoped", "allow_all_targets", "allow_all_features_tests"}
+    assert {k for k, s in by_key.items() if s.tighter is None} == {
+        "soft_timeout", "report", "rustc_wrapper", "isolate_cargo_home", "cargo"}
+
+
+# ---- tightening rules ----------------------------------------------------------------
+
+def test_at_most_keeps_the_smaller_and_none_sets_no_bound() -> None:
+    assert config.at_most(4, 8) == 4 and config.at_most(8, 4) == 4
+    assert config.at_most(None, 8) == 8  # the host sets no bound
+    assert config.at_most(4, None) == 4  # `unlimited` below a bound is the bound
+
+
+def test_at_least_keeps_the_larger() -> None:
+    assert config.at_least(8 * G, 4 * G) == 8 * G and config.at_least(4 * G, 8 * G) == 8 * G
+
+
+def test_both_allow_needs_the_host_and_the_lower_layer() -> None:
+    assert config.both_allow(True, True) is True
+    assert config.both_allow(False, True) is False
+    assert config.both_allow(True, False) is False
+    assert config.both_allow(False, False) is False
+
+
+def test_host_decides_ignores_the_lower_layer() -> None:
+    assert config.host_decides("/srv/locks", "/tmp/mine") == "/srv/locks"
+
+
+def test_fewer_keeps_only_exemptions_the_host_also_grants() -> None:
+    assert config.fewer(("fuzz", "miri"), ("miri", "build", "fuzz")) == ("miri", "fuzz")
+    assert config.fewer((), ("fuzz",)) == ()
+
+
+def test_more_adds_what_a_lower_layer_covers_to_the_hosts_list() -> None:
+    assert config.more(("test", "bench"), ("build", "test")) == ("test", "bench", "build")
+    assert config.more(("test",), ()) == ("test",)
+
+
+# ---- showing values ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("key", "value", "text"), [
+    ("slots", None, "auto"), ("limit_as", None, "unlimited"), ("timeout", None, "none"), ("mem_kill", None, "off"),
+    ("cargo", None, "(not set)"), ("no_such_key", None, "(not set)"), ("no_such_key", 3, "3"),
+    ("report", True, "true"), ("report", False, "false"),
+    ("scoped_subcommands", ("test", "nextest run"), "test, nextest run"), ("limit_as_exempt", (), "(none)"),
+    ("limit_as", 4 * G, "4G"), ("limit_as", 512 << 20, "512M"), ("per_build_memory", 3 << 10, "3K"),
+    ("limit_as", (1 << 30) + (1 << 20), "1025M"),
+    ("timeout", 5400.0, "1h30m"), ("timeout", 90.0, "1m30s"), ("timeout", 86400.0, "1d"), ("timeout", 60, "1m"),
+    ("timeout", 0.5, "0.5s"), ("timeout", 90061.0, "1d1h1m1s"), ("kill_grace", 10.0, "10s"), ("timeout", 3600.0, "1h"),
+    ("timeout", 0.0, "0s"),
+    ("mem_high", 85.0, "85"), ("mem_high", 12.5, "12.5"), ("jobs", 4, "4"), ("rustc_wrapper", "keep", "keep"),
+])
+def test_values_are_shown_as_a_config_file_spells_them(key: str, value: object, text: str) -> None:
+    assert config.shown(key, value) == text
 
 
 # ---- one layer at a time -------------------------------------------------------------
@@ -328,11 +429,38 @@ def test_table_layer_accepts_kebab_case_keys_and_names_file_and_key() -> None:
                             "slots": (3, "/home/u/config.toml:slots")}
 
 
-def test_unknown_key_is_an_error_listing_every_known_key() -> None:
+def test_unknown_key_is_an_error_with_the_close_match_and_every_known_key() -> None:
     with pytest.raises(ConfigError) as caught:
         config.table_layer("host", {"slotz": 2}, "/etc/cargo-agent.toml")
     assert caught.value.message == "unknown key 'slotz' in /etc/cargo-agent.toml; did you mean 'slots'?"
     assert caught.value.help == ("known keys: " + ", ".join(s.key for s in config.SETTINGS),)
+
+
+def test_close_match_is_spelled_the_way_the_user_spells_keys() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'wait-timeout'"):
+        config.table_layer("user", {"wait-timout": "1m"}, "u.toml")
+    with pytest.raises(ConfigError, match="did you mean 'wait_timeout'"):
+        config.table_layer("user", {"wait_timout": "1m"}, "u.toml")
+    with pytest.raises(ConfigError, match="did you mean 'wait-timeout'"):  # `-` compared as `_`, not dropped
+        config.table_layer("user", {"wait-t": "1m"}, "u.toml")
+
+
+def test_unknown_key_far_from_every_known_one_gets_no_guess() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.table_layer("user", {"zzzz": 1}, "u.toml")
+    assert caught.value.message == "unknown key 'zzzz' in u.toml"
+
+
+@pytest.mark.parametrize(("key", "value"), [("cargo", "/tmp/evil-cargo"), ("lock-dir", "/tmp/locks")])
+def test_a_repo_may_not_name_a_program_or_a_path_outside_it(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.table_layer("repo", {key: value}, "/r/Cargo.toml:[workspace.metadata.cargo-agent]")
+    assert caught.value.message == (f"'{key}' in /r/Cargo.toml:[workspace.metadata.cargo-agent] is not accepted "
+                                    "from a repo: it names a program or a path outside the repo")
+    setting = config.SETTINGS_BY_KEY[key.replace("-", "_")]
+    assert caught.value.help == (f"remove it; to choose it yourself, set {setting.env} or `{setting.key}` in "
+                                 "~/.config/cargo-agent/config.toml",)
+    assert config.table_layer("user", {key: value}, "u.toml").values[key.replace("-", "_")][0] == value
 
 
 def test_non_text_value_is_shown_as_written_in_the_error() -> None:
@@ -354,14 +482,29 @@ def test_printable_non_ascii_value_is_shown_unescaped() -> None:
     assert caught.value.message.startswith("invalid value 'zwölf' for CARGO_AGENT_JOBS:")
 
 
-def test_missing_config_file_is_an_empty_layer(tmp_path: Path) -> None:
-    layer = config.file_layer("user", tmp_path / "absent.toml")
-    assert (layer.name, layer.values) == ("user", {})
+def test_missing_config_file_is_an_empty_layer_that_does_not_exist(tmp_path: Path) -> None:
+    layer = config.file_layer("user", str(tmp_path / "absent.toml"))
+    assert (layer.name, layer.values, layer.path, layer.exists) == ("user", {}, str(tmp_path / "absent.toml"), False)
+
+
+def test_loading_the_settings_imports_nothing_heavy(agent_env: dict[str, str], tmp_path: Path) -> None:
+    """config is on the compiling path: no typing, dataclasses, pathlib or re at run time."""
+    code = ("import sys; before = set(sys.modules); from cargo_agent import config; "
+            f"config.load({{'CARGO_AGENT_CONFIG': {str(tmp_path / 'none.toml')!r}, "
+            f"'XDG_CONFIG_HOME': {str(tmp_path)!r}}}); print(sorted(set(sys.modules) - before))")
+    # -S: without site, whose .pth files may import typing on their own in a given venv
+    result = subprocess.run([sys.executable, "-S", "-c", code], env=agent_env, capture_output=True, text=True,
+                            check=True)
+    loaded = set(ast.literal_eval(result.stdout))
+    assert {"cargo_agent.config", "cargo_agent.locations"} <= loaded
+    heavy = {"typing", "dataclasses", "pathlib", "re", "difflib", "subprocess", "threading", "tomllib", "tomli",
+             "cargo_agent.tomlfile"}
+    assert loaded & heavy == set()
 
 
 def test_missing_config_file_costs_no_toml_import(agent_env: dict[str, str], tmp_path: Path) -> None:
-    code = ("import sys; from pathlib import Path; from cargo_agent import config; "
-            f"config.file_layer('user', Path({str(tmp_path / 'absent.toml')!r})); "
+    code = ("import sys; from cargo_agent import config; "
+            f"config.file_layer('user', {str(tmp_path / 'absent.toml')!r}); "
             "print(sorted(m for m in sys.modules if m in ('tomllib', 'tomli', 'cargo_agent.tomlfile')))")
     result = subprocess.run([sys.executable, "-c", code], env=agent_env, capture_output=True, text=True, check=True)
     assert result.stdout == "[]\n"
@@ -370,25 +513,51 @@ def test_missing_config_file_costs_no_toml_import(agent_env: dict[str, str], tmp
 def test_dangling_symlink_as_config_file_is_an_empty_layer(tmp_path: Path) -> None:
     link = tmp_path / "config.toml"
     link.symlink_to(tmp_path / "gone.toml")
-    assert config.file_layer("user", link).values == {}
+    layer = config.file_layer("user", str(link))
+    assert (layer.values, layer.exists) == ({}, False)
+
+
+def test_the_host_file_is_parsed_every_time_other_files_may_come_from_the_parse_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parse cache lives where the user (and so an agent) can write: policy never comes from it."""
+    import marshal
+
+    from cargo_agent import tomlfile
+
+    path = tmp_path / "config.toml"
+    path.write_text('timeout = "1h"\n')
+    info = path.stat()
+    forged = tomlfile._Cache()
+    forged.entries = {str(path): ((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns),
+                                  marshal.dumps({"timeout": "none"}))}
+    monkeypatch.setattr(tomlfile, "_CACHE", forged)
+    assert config.file_layer("host", str(path)).values["timeout"][0] == 3600.0
+    assert config.file_layer("user", str(path)).values["timeout"][0] is None  # what the cache says
+
+
+def test_dev_null_as_config_file_is_an_empty_file_that_exists() -> None:
+    layer = config.file_layer("host", os.devnull)
+    assert (layer.name, layer.values, layer.path, layer.exists) == ("host", {}, os.devnull, True)
 
 
 def test_config_file_values_carry_the_path_and_key(tmp_path: Path) -> None:
     path = write_tree(tmp_path, {"host.toml": 'slots = 4\nmem-high = "70%"\n'}) / "host.toml"
-    layer = config.file_layer("host", path)
+    layer = config.file_layer("host", str(path))
     assert layer.values == {"slots": (4, f"{path}:slots"), "mem_high": (70.0, f"{path}:mem-high")}
+    assert (layer.name, layer.path, layer.exists) == ("host", str(path), True)
 
 
-def test_empty_config_file_is_an_empty_layer(tmp_path: Path) -> None:
+def test_empty_config_file_is_an_empty_layer_that_exists(tmp_path: Path) -> None:
     path = tmp_path / "empty.toml"
     path.write_text("")
-    assert config.file_layer("host", path).values == {}
+    layer = config.file_layer("host", str(path))
+    assert (layer.values, layer.exists) == ({}, True)
 
 
 def test_repo_layer_reads_workspace_metadata() -> None:
     manifest = {"workspace": {"metadata": {"cargo-agent": {"allow-unscoped": True}}}}
-    layer = config.repo_layer(manifest, Path("/r/Cargo.toml"))
-    assert layer.name == "repo"
+    layer = config.repo_layer(manifest, "/r/Cargo.toml")
+    assert (layer.name, layer.path, layer.exists) == ("repo", "/r/Cargo.toml", True)
     assert layer.values == {"allow_unscoped": (True, "/r/Cargo.toml:[workspace.metadata.cargo-agent]:allow-unscoped")}
 
 
@@ -396,32 +565,47 @@ def test_repo_layer_reads_package_metadata_of_a_single_package_root() -> None:
     manifest = {"package": {"name": "p", "metadata": {"cargo-agent": {"timeout": "5m"}}}}
     layer = config.repo_layer(manifest, Path("/r/Cargo.toml"))
     assert layer.values == {"timeout": (300.0, "/r/Cargo.toml:[package.metadata.cargo-agent]:timeout")}
+    assert (layer.path, layer.exists) == ("/r/Cargo.toml", True)
 
 
 def test_repo_layer_prefers_workspace_metadata_over_package_metadata() -> None:
     manifest = {"package": {"metadata": {"cargo-agent": {"timeout": "5m"}}},
                 "workspace": {"metadata": {"cargo-agent": {"timeout": "1m"}}}}
-    assert config.repo_layer(manifest, Path("/r/Cargo.toml")).values["timeout"][0] == 60.0
+    assert config.repo_layer(manifest, "/r/Cargo.toml").values["timeout"][0] == 60.0
 
 
 def test_repo_layer_is_empty_without_metadata_or_manifest() -> None:
-    assert config.repo_layer({"package": {"name": "p"}}, Path("/r/Cargo.toml")).values == {}
-    assert config.repo_layer({"workspace": {"metadata": {"other-tool": {}}}}, Path("/r/Cargo.toml")).values == {}
-    assert config.repo_layer(None, Path("/r/Cargo.toml")).values == {}
+    without = config.repo_layer({"package": {"name": "p"}}, "/r/Cargo.toml")
+    assert (without.name, without.values, without.exists) == ("repo", {}, False)
+    assert config.repo_layer({"workspace": {"metadata": {"other-tool": {}}}}, "/r/Cargo.toml").values == {}
+    assert config.repo_layer(None, "/r/Cargo.toml").values == {}
     assert config.repo_layer({"workspace": {"metadata": {"cargo-agent": {"timeout": "1m"}}}}, None).values == {}
-    assert config.repo_layer({}, Path("/r/Cargo.toml")).name == "repo"
+    assert config.repo_layer({}, "/r/Cargo.toml").name == "repo"
+
+
+@pytest.mark.parametrize("manifest", [{"package": {"metadata": 3}}, {"package": {"metadata": ["x"]}},
+                                      {"workspace": {"metadata": "x"}},
+                                      {"workspace": "members", "package": {"name": "p"}}, {"package": 1}])
+def test_metadata_that_is_not_a_table_holds_no_cargo_agent_settings(manifest: dict[str, object]) -> None:
+    """cargo accepts any TOML value for `metadata`: it is no cargo-agent table, never a traceback."""
+    assert config.repo_layer(manifest, "/r/Cargo.toml").values == {}
+
+
+def test_package_metadata_is_read_when_the_workspace_table_has_none() -> None:
+    manifest = {"workspace": {"metadata": 3}, "package": {"metadata": {"cargo-agent": {"jobs": 2}}}}
+    assert config.repo_layer(manifest, "/r/Cargo.toml").values["jobs"][0] == 2
 
 
 def test_repo_metadata_that_is_not_a_table_is_an_error() -> None:
     with pytest.raises(ConfigError) as caught:
-        config.repo_layer({"workspace": {"metadata": {"cargo-agent": "yes"}}}, Path("/r/Cargo.toml"))
+        config.repo_layer({"workspace": {"metadata": {"cargo-agent": "yes"}}}, "/r/Cargo.toml")
     assert caught.value.message == "[workspace.metadata.cargo-agent] in /r/Cargo.toml is not a table"
 
 
 def test_empty_repo_metadata_table_still_wins_over_package_metadata() -> None:
     manifest = {"package": {"metadata": {"cargo-agent": {"timeout": "5m"}}},
                 "workspace": {"metadata": {"cargo-agent": {}}}}
-    assert config.repo_layer(manifest, Path("/r/Cargo.toml")).values == {}
+    assert config.repo_layer(manifest, "/r/Cargo.toml").values == {}
 
 
 # ---- layering ------------------------------------------------------------------------
@@ -435,6 +619,7 @@ def test_no_layer_gives_every_default_with_origin_default() -> None:
     assert merged.values == {s.key: s.default for s in config.SETTINGS}
     assert set(merged.origins.values()) == {"default"}
     assert merged.host_slots is None and merged.host_lock_dir is None
+    assert merged.clamped == {} and merged.host == {} and merged.layers == []
 
 
 @pytest.mark.parametrize(("present", "winner"), [
@@ -445,37 +630,32 @@ def test_no_layer_gives_every_default_with_origin_default() -> None:
     (["environment", "host"], "environment"),
     (["repo", "host"], "repo"),
 ])
-def test_precedence_is_environment_repo_user_host(present: list[str], winner: str) -> None:
+@pytest.mark.parametrize("key", ["soft_timeout", "timeout"])  # not a limit, and a limit the host allows
+def test_precedence_is_environment_repo_user_host(present: list[str], winner: str, key: str) -> None:
     seconds = {"environment": 1.0, "repo": 2.0, "user": 3.0, "host": 4.0}
-    merged = config.merge([layer_of(name, timeout=seconds[name]) for name in present])
-    assert merged["timeout"] == seconds[winner]
-    assert merged.origins["timeout"] == f"{winner}:timeout"
+    merged = config.merge([layer_of(name, **{key: seconds[name]}) for name in present])
+    assert merged[key] == seconds[winner]
+    assert merged.origins[key] == f"{winner}:{key}"
+    assert merged.clamped == {}
 
 
 def test_a_layer_overrides_only_the_keys_it_sets() -> None:
     merged = config.merge([layer_of("environment", report=True), layer_of("host", timeout=60.0, report=False)])
     assert merged["report"] is True and merged["timeout"] == 60.0
     assert merged["kill_grace"] == 10.0 and merged.origins["kill_grace"] == "default"
+    assert merged.host == {"timeout": (60.0, "host:timeout"), "report": (False, "host:report")}
 
 
-def test_host_slot_count_is_the_value_when_no_lower_layer_asks() -> None:
+def test_host_slot_count_is_the_ceiling_and_the_value_when_nobody_asks_less() -> None:
     merged = config.merge([layer_of("host", slots=8)])
-    assert merged.host_slots == 8
-    assert merged["slots"] == 8 and merged.origins["slots"] == "host:slots"
-    assert merged.clamped == {}
-
-
-def test_host_slot_count_is_the_ceiling_for_a_lower_request() -> None:
-    merged = config.merge([layer_of("environment", slots=12), layer_of("host", slots=8)])
-    assert merged["slots"] == 8 and merged.origins["slots"] == "host:slots"
-    assert merged.clamped == {"slots": config.Clamp(12, "environment:slots", "host:slots")}
+    assert merged.host_slots == 8 and merged["slots"] == 8 and merged.origins["slots"] == "host:slots"
 
 
 def test_lowest_slot_request_of_the_other_layers_is_kept_with_its_origin() -> None:
     merged = config.merge([layer_of("environment", slots=3), layer_of("repo", slots=2), layer_of("user", slots=6),
                            layer_of("host", slots=8)])
     assert merged["slots"] == 2 and merged.origins["slots"] == "repo:slots"
-    assert merged.host_slots == 8
+    assert merged.host_slots == 8 and merged.clamped == {}
 
 
 def test_a_higher_slot_request_does_not_replace_a_lower_one_below_it() -> None:
@@ -491,17 +671,112 @@ def test_auto_slot_request_does_not_count_as_a_request() -> None:
     assert merged["slots"] is None and merged.origins["slots"] == "environment:slots"
 
 
+def test_more_slots_than_the_host_has_are_clamped_to_its_count() -> None:
+    merged = config.merge([layer_of("environment", slots=16), layer_of("host", slots=4)])
+    assert merged["slots"] == 4 and merged.origins["slots"] == "host:slots"
+    assert merged.clamped == {"slots": config.Clamp(16, "environment:slots", "host:slots")}
+    assert merged.clamp_warnings() == [
+        "warning: cargo-agent: environment:slots asks for 16 slots but the host has 4; using 4"]
+
+
+def test_auto_host_slots_is_no_ceiling() -> None:
+    merged = config.merge([layer_of("user", slots=16), layer_of("host", slots=None)])
+    assert merged["slots"] == 16 and merged.host_slots is None and merged.clamped == {}
+
+
+def test_a_looser_limit_below_the_host_file_is_clamped_to_it() -> None:
+    merged = config.merge([layer_of("environment", timeout=3600.0), layer_of("host", timeout=60.0)])
+    assert merged["timeout"] == 60.0 and merged.origins["timeout"] == "host:timeout"
+    assert merged.clamped == {"timeout": config.Clamp(3600.0, "environment:timeout", "host:timeout")}
+    assert merged.clamp_warnings() == [
+        "warning: cargo-agent: environment:timeout asks for timeout = 1h but the host policy (host:timeout) "
+        "allows 1m; using that"]
+    assert merged.explain("timeout") == ("timeout = 1m (from host:timeout); clamped by host policy: "
+                                         "environment:timeout asked for 1h")
+
+
+def test_no_limit_below_a_host_limit_is_clamped_to_it() -> None:
+    merged = config.merge([layer_of("repo", timeout=None), layer_of("host", timeout=60.0)])
+    assert merged["timeout"] == 60.0 and "timeout" in merged.clamped
+
+
+def test_a_stricter_limit_below_the_host_file_is_kept_without_a_clamp() -> None:
+    merged = config.merge([layer_of("user", timeout=30.0, per_build_memory=16 * G),
+                           layer_of("host", timeout=60.0, per_build_memory=8 * G)])
+    assert merged["timeout"] == 30.0 and merged.origins["timeout"] == "user:timeout"
+    assert merged["per_build_memory"] == 16 * G
+    assert merged.clamped == {} and merged.clamp_warnings() == []
+    assert merged.explain("timeout") == "timeout = 30s (from user:timeout)"
+
+
+def test_less_memory_per_build_than_the_host_assumes_is_raised_to_it() -> None:
+    merged = config.merge([layer_of("environment", per_build_memory=1 * G), layer_of("host", per_build_memory=8 * G)])
+    assert merged["per_build_memory"] == 8 * G and "per_build_memory" in merged.clamped
+
+
+def test_a_rule_the_host_keeps_on_stays_on() -> None:
+    merged = config.merge([layer_of("repo", allow_unscoped=True), layer_of("host", allow_unscoped=False)])
+    assert merged["allow_unscoped"] is False and merged.origins["allow_unscoped"] == "host:allow_unscoped"
+    assert merged.host_forbids("allow_unscoped") == "host:allow_unscoped"
+
+
+def test_a_rule_the_host_allows_may_be_turned_off_or_kept_on_below() -> None:
+    merged = config.merge([layer_of("repo", allow_unscoped=True, allow_all_targets=False),
+                           layer_of("host", allow_unscoped=True, allow_all_targets=True)])
+    assert merged["allow_unscoped"] is True and merged["allow_all_targets"] is False
+    assert merged.clamped == {}
+    assert merged.host_forbids("allow_unscoped") is None and merged.host_forbids("allow_all_features_tests") is None
+
+
+def test_only_exemptions_the_host_grants_survive() -> None:
+    merged = config.merge([layer_of("user", limit_as_exempt=("fuzz", "build")),
+                           layer_of("host", limit_as_exempt=("fuzz", "miri"))])
+    assert merged["limit_as_exempt"] == ("fuzz",)
+    assert merged.origins["limit_as_exempt"] == "user:limit_as_exempt within host:limit_as_exempt"
+    assert merged.clamped["limit_as_exempt"] == config.Clamp(("fuzz", "build"), "user:limit_as_exempt",
+                                                              "host:limit_as_exempt")
+
+
+def test_scoped_subcommands_below_the_host_add_to_its_list() -> None:
+    merged = config.merge([layer_of("environment", scoped_subcommands=("build",)),
+                           layer_of("host", scoped_subcommands=("test", "bench"))])
+    assert merged["scoped_subcommands"] == ("test", "bench", "build")
+    assert merged.origins["scoped_subcommands"] == "environment:scoped_subcommands within host:scoped_subcommands"
+
+
 def test_host_lock_dir_cannot_be_moved_by_lower_trust_layers() -> None:
-    merged = config.merge([layer_of("environment", lock_dir="/tmp/mine"), layer_of("repo", lock_dir="/repo/locks"),
+    merged = config.merge([layer_of("environment", lock_dir="/tmp/mine"), layer_of("user", lock_dir="/home/u/l"),
                            layer_of("host", lock_dir="/srv/locks")])
     assert merged["lock_dir"] == "/srv/locks" and merged.origins["lock_dir"] == "host:lock_dir"
     assert merged.host_lock_dir == "/srv/locks"
+    assert merged.clamped["lock_dir"] == config.Clamp("/tmp/mine", "environment:lock_dir", "host:lock_dir")
 
 
 def test_lock_dir_follows_precedence_when_the_host_sets_none() -> None:
-    merged = config.merge([layer_of("environment", lock_dir="/tmp/mine"), layer_of("user", lock_dir="/home/u/locks")])
+    merged = config.merge([layer_of("environment", lock_dir="/tmp/mine"), layer_of("user", lock_dir="/home/u/l")])
     assert merged["lock_dir"] == "/tmp/mine" and merged.origins["lock_dir"] == "environment:lock_dir"
     assert merged.host_lock_dir is None
+
+
+def test_a_setting_that_is_not_a_limit_is_not_clamped() -> None:
+    merged = config.merge([layer_of("environment", soft_timeout=3600.0, report=True),
+                           layer_of("host", soft_timeout=60.0, report=False)])
+    assert merged["soft_timeout"] == 3600.0 and merged["report"] is True and merged.clamped == {}
+
+
+def test_baseline_is_the_host_value_or_the_default() -> None:
+    merged = config.merge([layer_of("environment", slots=2, mem_high=50.0), layer_of("host", slots=6)])
+    assert merged.baseline("slots") == 6
+    assert merged.baseline("mem_high") == 85.0
+
+
+def test_explain_names_a_default() -> None:
+    assert config.merge([]).explain("report") == "report = false (default)"
+
+
+def test_merge_keeps_the_layers_it_was_given() -> None:
+    layers = [layer_of("environment", jobs=2), layer_of("host")]
+    assert config.merge(layers).layers == layers
 
 
 def test_config_is_indexed_by_key() -> None:
@@ -511,8 +786,39 @@ def test_config_is_indexed_by_key() -> None:
         merged["nope"]
 
 
-def test_load_reads_environment_user_and_host_files(tmp_path: Path) -> None:
-    host = write_tree(tmp_path, {"host.toml": 'timeout = "4s"\nkill-grace = "4s"\nsoft-timeout = "4s"\nslots = 8\n'
+def test_clamps_compare_by_value_and_show_what_was_asked() -> None:
+    clamp = config.Clamp(16, "CARGO_AGENT_SLOTS", "/etc/cargo-agent.toml:slots")
+    assert clamp == config.Clamp(16, "CARGO_AGENT_SLOTS", "/etc/cargo-agent.toml:slots")
+    assert clamp != config.Clamp(15, "CARGO_AGENT_SLOTS", "/etc/cargo-agent.toml:slots")
+    assert clamp != config.Clamp(16, "CARGO_AGENT_JOBS", "/etc/cargo-agent.toml:slots")
+    assert clamp != config.Clamp(16, "CARGO_AGENT_SLOTS", "/etc/other.toml:slots")
+    assert clamp != (16, "CARGO_AGENT_SLOTS", "/etc/cargo-agent.toml:slots")
+    assert repr(clamp) == "Clamp(16, 'CARGO_AGENT_SLOTS', '/etc/cargo-agent.toml:slots')"
+
+
+def test_a_memory_kill_level_below_the_admission_level_is_an_error_naming_both() -> None:
+    merged = config.merge([layer_of("environment", mem_kill=70.0), layer_of("user", mem_high=80.5)])
+    with pytest.raises(ConfigError) as caught:
+        config.check(merged)
+    assert caught.value.message == ("mem_kill 70% (environment:mem_kill) is below mem_high 80.5% (user:mem_high): "
+                                    "expected mem_kill >= mem_high, or mem_kill 'off'")
+
+
+def test_memory_kill_level_equal_to_admission_or_off_is_fine() -> None:
+    config.check(config.merge([layer_of("environment", mem_kill=80.0, mem_high=80.0)]))
+    config.check(config.merge([layer_of("environment", mem_kill=None, mem_high=99.0)]))
+
+
+@pytest.fixture
+def no_etc_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where /etc/cargo-agent.toml would be, for this process: absent unless a test writes it."""
+    path = tmp_path / "etc-cargo-agent.toml"
+    monkeypatch.setattr(locations, "DEFAULT_HOST_CONFIG", str(path))
+    return path
+
+
+def test_load_reads_environment_repo_user_and_host_files(tmp_path: Path, no_etc_file: Path) -> None:
+    host = write_tree(tmp_path, {"host.toml": 'kill-grace = "4s"\nsoft-timeout = "4s"\nslots = 8\n'
                                               'lock-dir = "/srv/locks"\nretries = 4\nmem-high = 70\n'}) / "host.toml"
     write_tree(tmp_path / "xdg", {"cargo-agent/config.toml": 'timeout = "3s"\nkill-grace = "3s"\nslots = 5\n'
                                                              'jobs = 3\nmem-high = 60\n'})
@@ -529,28 +835,34 @@ def test_load_reads_environment_user_and_host_files(tmp_path: Path) -> None:
     assert merged["slots"] == 5 and merged.host_slots == 8
     assert merged["lock_dir"] == "/srv/locks"
     assert merged.origins["jobs"] == f"{tmp_path / 'Cargo.toml'}:[workspace.metadata.cargo-agent]:jobs"
+    assert [layer.name for layer in merged.layers] == ["environment", "repo", "user", "host"]
 
 
-def test_load_without_files_or_variables_is_the_defaults(tmp_path: Path) -> None:
+def test_with_an_etc_file_the_named_file_is_one_more_lower_layer(tmp_path: Path, no_etc_file: Path) -> None:
+    no_etc_file.write_text('timeout = "1m"\n')
+    named = write_tree(tmp_path, {"named.toml": 'timeout = "1h"\nreport = true\n'}) / "named.toml"
+    merged = config.load({"CARGO_AGENT_CONFIG": str(named), "XDG_CONFIG_HOME": str(tmp_path / "xdg")})
+    assert [layer.name for layer in merged.layers] == ["environment", "named", "repo", "user", "host"]
+    assert merged["report"] is True and merged.origins["report"] == f"{named}:report"
+    assert merged["timeout"] == 60.0 and merged.origins["timeout"] == f"{no_etc_file}:timeout"
+
+
+def test_load_checks_the_merged_settings(tmp_path: Path, no_etc_file: Path) -> None:
+    env = {"CARGO_AGENT_CONFIG": str(tmp_path / "none.toml"), "XDG_CONFIG_HOME": str(tmp_path / "none"),
+           "CARGO_AGENT_MEM_KILL": "50"}
+    with pytest.raises(ConfigError, match=r"mem_kill 50% .* is below mem_high 85%"):
+        config.load(env)
+
+
+def test_load_without_files_or_variables_is_the_defaults(tmp_path: Path, no_etc_file: Path) -> None:
     env = {"CARGO_AGENT_CONFIG": str(tmp_path / "none.toml"), "XDG_CONFIG_HOME": str(tmp_path / "none")}
     assert config.load(env).values == {s.key: s.default for s in config.SETTINGS}
 
 
-def test_config_file_paths_come_from_the_environment(tmp_path: Path) -> None:
-    assert config.host_config_path({}) == "/etc/cargo-agent.toml"
+def test_config_file_paths_come_from_the_environment(no_etc_file: Path) -> None:
+    assert config.host_config_path({}) == str(no_etc_file)
     assert config.host_config_path({"CARGO_AGENT_CONFIG": "/srv/ca.toml"}) == "/srv/ca.toml"
     assert config.user_config_path({"XDG_CONFIG_HOME": "/x"}) == "/x/cargo-agent/config.toml"
     assert config.user_config_path({"HOME": "/home/u"}) == "/home/u/.config/cargo-agent/config.toml"
-
-
-def test_a_shown_limit_as_parses_back_to_itself() -> None:
-    """--dry-run and --doctor show limit_as with a unit, so the value shown can be set again."""
-    for size in (256 << 20, 4 << 30, 12 << 30):
-        assert config.parse_limit_as(config.shown("limit_as", size)) == size
-
-
-@pytest.mark.parametrize("manifest", [{"package": {"metadata": 3}}, {"workspace": {"metadata": "x"}},
-                                      {"package": 1}])
-def test_metadata_that_is_not_a_table_holds_no_cargo_agent_settings(manifest: dict[str, object]) -> None:
-    """cargo accepts any TOML value for `metadata`: it is no cargo-agent table, never a traceback."""
-    assert config.repo_layer(manifest, "/repo/Cargo.toml").values == {}
+    no_etc_file.write_text("")
+    assert config.host_config_path({"CARGO_AGENT_CONFIG": "/srv/ca.toml"}) == str(no_etc_file)
