@@ -97,8 +97,11 @@ def parse_size(raw: object) -> int | None:
     match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgtpe])(?:i?b)?", text)
     if not match:
         raise ValueError
-    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)]) if "." in match.group(1) \
-        else int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    number, unit = match.group(1), _SIZE_UNITS[match.group(2)]
+    try:
+        size = int(float(number) * unit) if "." in number else int(number) * unit
+    except OverflowError:  # more digits than a float holds (inf): far above SIZE_MAX
+        raise ValueError from None
     if size < 1 or size > SIZE_MAX:
         raise ValueError
     return size

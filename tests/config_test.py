@@ -119,6 +119,11 @@ def test_a_size_needs_a_unit(raw: object) -> None:
     assert rejects(config.parse_size, raw)
 
 
+def test_the_smallest_size_is_one_byte() -> None:
+    assert config.parse_size("0.0009765625k") == 1  # 1/1024 k
+    assert rejects(config.parse_size, "0.0009k")  # 0.92 bytes
+
+
 def test_fractional_sizes_are_rounded_down_to_whole_bytes() -> None:
     assert config.parse_size("1.5G") == 3 * G // 2
     assert config.parse_size("0.5k") == 512
@@ -136,7 +141,8 @@ def test_size_rejects_zero_unknown_units_and_a_bare_byte_suffix(raw: object) -> 
     assert rejects(config.parse_size, raw)
 
 
-@pytest.mark.parametrize("raw", ["1" * 400, "99999999999999999999T", "9" * 19 + "G"])
+@pytest.mark.parametrize("raw", ["1" * 400, "1" * 400 + "G", "1" * 400 + ".5G", "1" * 5000 + "k",
+                                 "99999999999999999999T", "9" * 19 + "G"])
 def test_size_too_big_for_a_resource_limit_is_rejected_not_a_crash(raw: str) -> None:
     assert rejects(config.parse_size, raw)
 
