@@ -1,6 +1,4 @@
-import sys
-
-from cargo_agent.cli import main
+from cargo_agent.cli import launch
 
 if __name__ == "__main__":
-    sys.exit(main())
+    launch()

@@ -8,14 +8,18 @@ cargo does) are expanded into `CargoCommand.expanded` for the policy; cargo stil
 alias itself. Option parsing stops at the first `--`, also when an alias's expansion holds it.
 
 This module is on the fast path (every `cargo-agent version` imports it), so it uses plain
-classes instead of dataclasses and imports nothing beyond `collections.abc`.
+classes instead of dataclasses and imports nothing at run time (types only for the checker).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 from cargo_agent.errors import UsageError
+
+TYPE_CHECKING = False  # no runtime typing or collections.abc: every command imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    AliasLookup = Callable[[str], "list[str] | None"]
 
 BUILTIN_ALIASES = {"b": "build", "c": "check", "d": "doc", "t": "test", "r": "run", "rm": "remove"}
 
@@ -286,8 +290,6 @@ def parse(tokens: Sequence[str]) -> CargoCommand:
     command.expanded = [command.subcommand, *command.args] if command.subcommand else []
     return command
 
-
-AliasLookup = Callable[[str], "list[str] | None"]
 
 _MAX_ALIAS_DEPTH = 32
 

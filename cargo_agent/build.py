@@ -7,7 +7,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from cargo_agent import argv as argv_model
 from cargo_agent import (
@@ -42,8 +41,9 @@ class Decided:
     decision: policy.Decision
 
 
-def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> Decided:
+def decide(command: argv_model.CargoCommand, cwd_path: str | os.PathLike[str], env: dict[str, str]) -> Decided:
     """Aliases, workspace, config and the policy decision: everything before side effects."""
+    cwd = os.fspath(cwd_path)
     cargo_config = cargoconfig.load(cwd, env, command.global_configs)
     command = argv_model.expand_aliases(command, _alias_lookup(cargo_config, env))
     location = workspace.locate(cwd, command.manifest_path) if command.compiles else None
@@ -54,7 +54,7 @@ def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> 
         config = passthrough.settings_for_non_compiling(env)
     program = env.get(INVOKED_AS_ENV) or "cargo-agent"
     if location is not None:
-        location.cwd = str(cwd)  # a refusal's fix names the member the caller works in
+        location.cwd = cwd  # a refusal's fix names the member the caller works in
     decision = policy.evaluate(command, location, config, program)
     if command.configs != command.global_configs:  # --config after the subcommand counts too
         cargo_config = cargoconfig.load(cwd, env, command.configs)
@@ -63,8 +63,7 @@ def decide(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str]) -> 
 
 def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dry_run: bool = False,
         as_json: bool = False) -> int:
-    cwd = Path(cwd_text)
-    decided = decide(command, cwd, env)
+    decided = decide(command, cwd_text, env)
     command, cargo_config, location, config, decision = (
         decided.command, decided.cargo_config, decided.location, decided.config, decided.decision)
     if not command.compiles:
@@ -86,7 +85,7 @@ def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dr
     pool = tokens.resolve(config, slot_settings.lock_dir, slot_settings.shared)
     shaped = envshape.shape(command, cargo_config, config, child_env, pool.count)
     if config["isolate_cargo_home"] and location is not None:
-        envshape.isolate_cargo_home(shaped, Path(location.workspace.root))
+        envshape.isolate_cargo_home(shaped, location.workspace.root)
     limit_as = None if _exempt_from_limit(command, config, env) else config["limit_as"]
     memory = _memory_plan(command, location, config, slot_settings, env)
     notes = linkgate.install(shaped, cargo_config, config, slot_settings.lock_dir, slot_settings.shared,
@@ -99,7 +98,7 @@ def run(command: argv_model.CargoCommand, cwd_text: str, env: dict[str, str], dr
         return 0 if decision.allowed else EXIT_USAGE
     for note in notes:
         sys.stderr.write(f"note: cargo-agent: {note}\n")
-    return _execute(command, cwd, env, config, slot_settings, shaped, cargo, limit_as, memory, pool)
+    return _execute(command, cwd_text, env, config, slot_settings, shaped, cargo, limit_as, memory, pool)
 
 
 def _memory_plan(command: argv_model.CargoCommand, location: workspace.Location | None, config: settings.Config,
@@ -130,7 +129,7 @@ def _exempt_from_limit(command: argv_model.CargoCommand, config: settings.Config
     return "sanitizer" in exempt and sanitizer
 
 
-def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], config: settings.Config,
+def _execute(command: argv_model.CargoCommand, cwd: str, env: dict[str, str], config: settings.Config,
              slot_settings: slots.SlotSettings, shaped: envshape.Shaped, cargo: str,
              limit_as: int | None, memory: dict[str, dict[str, object]], pool: tokens.Pool) -> int:
     import resource
@@ -138,10 +137,10 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
     started = time.monotonic()
     predicted = int(str(memory["prediction"]["peak"]))
     slot = slots.inherited_slot(env, slot_settings)
-    if slot is None and linkgate.held_by_ancestor(str(slot_settings.lock_dir)):
+    if slot is None and linkgate.held_by_ancestor(slot_settings.lock_dir):
         # Below a link that holds a link slot: never wait for a build slot (the enclosing
         # build holds one), or links and builds could wait on each other.
-        slot = slots.Slot(-1, -1, slot_settings.lock_dir / "slot-nested.lock", slot_settings, nested=True)
+        slot = slots.Slot(-1, -1, os.path.join(slot_settings.lock_dir, "slot-nested.lock"), slot_settings, nested=True)
     if slot is None:
         slot = slots.acquire(slot_settings, command.tokens, cwd, env, predicted)
     limit_as = _reachable_limit_as(limit_as)
@@ -197,7 +196,7 @@ def _execute(command: argv_model.CargoCommand, cwd: Path, env: dict[str, str], c
     peak, peak_source = (outcome.peak_rss, report.SOURCE_SAMPLED) if outcome.peak_rss >= kernel \
         else (kernel, report.SOURCE_KERNEL)
     record = {
-        "time": time.time(), "command": command.tokens, "cwd": str(cwd), "exit_code": outcome.exit_code,
+        "time": time.time(), "command": command.tokens, "cwd": cwd, "exit_code": outcome.exit_code,
         "wall_seconds": round(time.monotonic() - started, 3), "slot_wait_seconds": round(slot.waited, 3),
         "slot": slot.index, "nested": slot.nested, "peak_rss": peak, "peak_source": peak_source,
         "predicted_peak": predicted, "prediction_source": memory["prediction"]["source"],

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
 from cargo_agent import argv as argv_model
 from cargo_agent import passthrough
 from cargo_agent.errors import EXIT_SIGNAL_BASE, CargoAgentError, UsageError
+
+TYPE_CHECKING = False  # no runtime typing import: every command starts here
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import NoReturn
 
 # Loop detection. Every cargo-agent adds one to CARGO_AGENT_DEPTH for what it runs; a real nested
 # build (a build script or test calling cargo) adds one level per nesting, a `cargo` wrapper that
@@ -58,6 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SIGNAL_BASE + 2
     except BrokenPipeError:
         return reader_went_away()
+
+
+def launch() -> NoReturn:
+    """The program (the launcher script, `python -m cargo_agent`): `main`, then a quick exit.
+    Output is flushed first; the interpreter's teardown of every loaded module, a few
+    milliseconds on each call, is skipped: nothing of cargo-agent's needs it (no atexit hooks,
+    every file is closed by `with`, the broker thread has stopped)."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def reader_went_away() -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from cargo_agent import locations
 from cargo_agent.argv import CargoCommand, Option
@@ -202,11 +201,12 @@ def _shape_rustc_wrapper(shaped: Shaped, cargo_config: CargoConfig, config: Conf
     shaped.set_env("CARGO_BUILD_RUSTC_WRAPPER", "", why)
 
 
-def isolate_cargo_home(shaped: Shaped, workspace_root: Path) -> None:
+def isolate_cargo_home(shaped: Shaped, workspace_root: str) -> None:
     """A CARGO_HOME of this checkout's own, seeded with the user's config and credentials, so
     agents in different checkouts do not queue on the shared package-cache lock."""
     import hashlib
     import shutil
+    from pathlib import Path  # only with isolate_cargo_home on: off the usual compiling path
 
     original = Path(locations.cargo_home(shaped.env))
     digest = hashlib.sha256(str(workspace_root).encode()).hexdigest()[:16]

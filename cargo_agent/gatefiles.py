@@ -13,6 +13,7 @@ from cargo_agent.errors import UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
 
 def _sh_quote(text: str) -> str:
@@ -21,11 +22,19 @@ def _sh_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
+def _blake2b(data: bytes, digest_size: int) -> Any:
+    """hashlib's blake2b without importing hashlib, which loads OpenSSL: a few milliseconds on
+    every build, for one small digest."""
+    try:
+        from _blake2 import blake2b
+    except ImportError:  # a Python built without the module: hashlib still has one
+        from hashlib import blake2b
+    return blake2b(data, digest_size=digest_size)
+
+
 def install(env: Mapping[str, str], package: str, wrapper_name: str, gate_name: str) -> str:
     """A private directory holding the wrapper, the gate and the gate's per-linker-name
     symlinks for this Python and this package; written once, then only checked."""
-    import hashlib
-
     from cargo_agent import locations
 
     with open(os.path.join(package, "rustc-wrapper.sh")) as handle:
@@ -34,7 +43,7 @@ def install(env: Mapping[str, str], package: str, wrapper_name: str, gate_name: 
         gate = handle.read()
     gate = gate.replace("@PYTHON@", _sh_quote(sys.executable))
     gate = gate.replace("@ROOT@", _sh_quote(os.path.dirname(package)))
-    digest = hashlib.sha256((wrapper + "\0" + gate).encode()).hexdigest()[:16]
+    digest = _blake2b((wrapper + "\0" + gate).encode(), digest_size=8).hexdigest()
     directory = os.path.join(locations.cache_dir(env), "linkgate", digest)
     if all(os.path.exists(os.path.join(directory, name)) for name in (wrapper_name, gate_name, "cc")):
         return directory

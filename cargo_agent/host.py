@@ -99,9 +99,20 @@ def _mounts(proc_root: str) -> list[tuple[str, str, str, set[str]]]:
     return found
 
 
+_CGROUP_DIRS: dict[bool, list[str]] = {}  # this process's own, found once: a build asks several times
+
+
 def _cgroup_dirs(proc_root: str, v2: bool) -> list[str]:
     """Our own cgroup directory (memory controller for v1, the unified one for v2) and its
     ancestors up to the mount point, innermost first."""
+    if proc_root != PROC:
+        return _find_cgroup_dirs(proc_root, v2)
+    if v2 not in _CGROUP_DIRS:
+        _CGROUP_DIRS[v2] = _find_cgroup_dirs(proc_root, v2)
+    return _CGROUP_DIRS[v2]
+
+
+def _find_cgroup_dirs(proc_root: str, v2: bool) -> list[str]:
     lines = (_read(os.path.join(proc_root, "self", "cgroup")) or "").splitlines()
     path = None
     for line in lines:

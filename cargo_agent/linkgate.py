@@ -35,19 +35,16 @@ RUSTC_WRAPPER).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
 
-from cargo_agent import lockdir
+from cargo_agent import jsontext, lockdir
 from cargo_agent.errors import UsageError
 
 TYPE_CHECKING = False  # no runtime typing import: this module is on the compiling path
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from cargo_agent.cargoconfig import CargoConfig
     from cargo_agent.config import Config
     from cargo_agent.envshape import Shaped
@@ -62,6 +59,8 @@ PACKAGE = os.path.dirname(os.path.abspath(__file__))
 # rust-lld became the default linker of this target in Rust 1.90.
 LLD_BY_DEFAULT = {"x86_64-unknown-linux-gnu": (1, 90)}
 POLL_FIRST, POLL_MAX = 0.005, 0.1  # a waiting link polls the slots, backing off to 100 ms
+# In the command line of every link gate (link-gate.sh): how a build finds a gate among its ancestors.
+GATE_MARK = b"from cargo_agent.linkgate import main"
 LINK_WAITS = "linkwait"  # <lock dir>/linkwait/<pid>.json: a link waiting for a slot (flock'ed)
 
 
@@ -125,7 +124,7 @@ def asks_for_parallel_frontend(cargo_config: CargoConfig, env: Mapping[str, str]
     return False
 
 
-def install(shaped: Shaped, cargo_config: CargoConfig, config: Config, lock_dir: Path, shared: bool,
+def install(shaped: Shaped, cargo_config: CargoConfig, config: Config, lock_dir: str, shared: bool,
             link_slots: int, limit_as: int | None, cwd: str) -> list[str]:
     """Route this build's links through the gate. Returns notes to show when the build runs."""
     from cargo_agent import rustcinfo
@@ -168,7 +167,7 @@ def install(shaped: Shaped, cargo_config: CargoConfig, config: Config, lock_dir:
     return notes
 
 
-def slot_count(config: Config, lock_dir: Path, env: Mapping[str, str]) -> tuple[int, str]:
+def slot_count(config: Config, lock_dir: str, env: Mapping[str, str]) -> tuple[int, str]:
     """L: the setting, else min(floor((limit - reserve) / per-link peak), cores), at least 1."""
     from cargo_agent import host, report
 
@@ -191,16 +190,35 @@ def _slot_files(lock_dir: str) -> list[str]:
     return sorted(n for n in lockdir.listdir(lock_dir) if n.startswith("link-") and n.endswith(".lock"))
 
 
+def _gate_ancestors(ancestors: set[int]) -> set[int]:
+    """Those of `ancestors` whose command line is a link gate's. Only a necessary condition (a
+    command line is easy to fake); it spares every build that runs outside a link the read of
+    /proc/locks, which costs several milliseconds on its first read in a process."""
+    found = set()
+    for pid in ancestors:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if GATE_MARK in handle.read():
+                    found.add(pid)
+        except OSError:
+            continue
+    return found
+
+
 def held_by_ancestor(lock_dir: str) -> bool:
-    """Whether one of our ancestors holds a link slot of this lock dir (we run below a link)."""
+    """Whether one of our ancestors holds a link slot of this lock dir (we run below a link):
+    an ancestor that is a link gate, holding the flock of one of the dir's link slots."""
     from cargo_agent import host
 
+    gates = _gate_ancestors(host.ancestors())
+    if not gates:
+        return False
     names = _slot_files(lock_dir)
     if not names:
         return False
     locks = lockdir.locked_inodes()
     holders = {lockdir.lock_holder(os.path.join(lock_dir, n), locks) for n in names} - {None}
-    return bool(holders & host.ancestors())
+    return bool(holders & gates)
 
 
 class LinkHolder:
@@ -226,7 +244,7 @@ class LinkHolder:
     @classmethod
     def read(cls, path: str) -> LinkHolder:
         try:
-            return cls(json.loads(lockdir.read_text(path) or ""))
+            return cls(jsontext.loads(lockdir.read_text(path) or ""))
         except (ValueError, UsageError):
             return cls(None)
 
@@ -275,7 +293,7 @@ def _build_pid(env: Mapping[str, str]) -> int | None:
 def _record(args: list[str], real: str, env: Mapping[str, str], slot: int | None = None) -> bytes:
     data = {"pid": os.getpid(), "build": _build_pid(env), "linker": real, "output": _output(args),
             "since": time.time(), "slot": slot}
-    return json.dumps({k: v for k, v in data.items() if v is not None}).encode()
+    return jsontext.dumps({k: v for k, v in data.items() if v is not None}).encode()
 
 
 def _take(lock_dir: str, count: int, shared: bool, args: list[str], real: str,
@@ -397,11 +415,9 @@ def main(args: list[str], env: MutableMapping[str, str] | None = None) -> int:
         lockdir.remove(record_path)  # before the unlock, so we never delete the next holder's record
         os.close(fd)
     if peak:
-        from pathlib import Path
-
         from cargo_agent import report
 
-        report.append(Path(lock_dir),
+        report.append(lock_dir,
                       {"time": time.time(), "peak_rss": peak, "seconds": round(time.monotonic() - started, 3),
                        "waited": round(waited, 3), "linker": real, "output": _output(args),
                        "exit": os.waitstatus_to_exitcode(status) if status else 0}, shared, report.LINKS)

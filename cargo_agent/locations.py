@@ -11,7 +11,10 @@ lower layer, clamped by the host file like the environment is.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+
+TYPE_CHECKING = False  # no runtime collections.abc: on the pass-through path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 CONFIG_PATH_ENV = "CARGO_AGENT_CONFIG"
 LOCK_DIR_ENV = "CARGO_AGENT_LOCK_DIR"

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
 
 from cargo_agent import locations, toolchain
 from cargo_agent.argv import CargoCommand
 from cargo_agent.errors import CargoNotFoundError, UsageError
+
+TYPE_CHECKING = False  # no runtime collections.abc: on the pass-through path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 TYPE_CHECKING = False  # mypy reads it as true; importing typing would cost the fast path
 if TYPE_CHECKING:

@@ -13,12 +13,10 @@ slots use the median recent build peak, link slots the highest recent link peak.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-from cargo_agent import lockdir
+from cargo_agent import jsontext, lockdir
 from cargo_agent.errors import UsageError
 
 MAX_LOG_BYTES = 1 << 20
@@ -79,14 +77,14 @@ class RunRecord:
         return int(value) if value is not None and 0 < value < 1 << 62 else None
 
 
-def append(lock_dir: Path, record: Mapping[str, object], shared: bool, name: str = RUNS) -> None:
+def append(lock_dir: str | os.PathLike[str], record: Mapping[str, object], shared: bool, name: str = RUNS) -> None:
     """Append one record; rotation is serialised by a kernel lock on `runs.lock`. (fcntl, not
     filelock: this runs after every build, and importing filelock costs more than the rest.)
     The log is a convenience: a build never fails over it."""
-    log = lock_dir / name
-    line = json.dumps(record, separators=(",", ":")) + "\n"
+    log = os.path.join(lock_dir, name)
+    line = jsontext.dumps(record, compact=True) + "\n"
     try:
-        guard = lockdir.open_lock(lock_dir / "runs.lock", shared)
+        guard = lockdir.open_lock(os.path.join(lock_dir, "runs.lock"), shared)
     except (OSError, UsageError):
         return
     try:
@@ -104,28 +102,28 @@ def append(lock_dir: Path, record: Mapping[str, object], shared: bool, name: str
         os.close(guard)
 
 
-def _read(path: Path) -> list[str]:
+def _read(path: str) -> list[str]:
     try:
         return (lockdir.read_text(path) or "").splitlines()
     except UsageError:
         return []
 
 
-def recent(lock_dir: Path, count: int = 10, name: str = RUNS) -> list[RunRecord]:
+def recent(lock_dir: str | os.PathLike[str], count: int = 10, name: str = RUNS) -> list[RunRecord]:
     """The last `count` records (only the tail is parsed, and the rotated half read only when
     needed: this runs on every build)."""
-    lines = [line for line in _read(lock_dir / name) if line.strip()]
+    lines = [line for line in _read(os.path.join(lock_dir, name)) if line.strip()]
     if len(lines) < 2 * count:
-        lines = [line for line in _read(lock_dir / f"{name}.1") if line.strip()] + lines
+        lines = [line for line in _read(os.path.join(lock_dir, f"{name}.1")) if line.strip()] + lines
     return _parse(lines[-2 * count:])[0][-count:]
 
 
-def _lines(lock_dir: Path, name: str) -> list[str]:
+def _lines(lock_dir: str | os.PathLike[str], name: str) -> list[str]:
     """The log's lines, the rotated older half first; a log that cannot be read safely is empty."""
     lines: list[str] = []
     for file_name in (f"{name}.1", name):
         try:
-            lines += (lockdir.read_text(lock_dir / file_name) or "").splitlines()
+            lines += (lockdir.read_text(os.path.join(lock_dir, file_name)) or "").splitlines()
         except UsageError:
             continue
     return lines
@@ -137,7 +135,7 @@ def _parse(lines: Sequence[str]) -> tuple[list[RunRecord], int]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = jsontext.loads(line)
         except (ValueError, RecursionError):
             data = None
         if isinstance(data, dict):
@@ -147,7 +145,7 @@ def _parse(lines: Sequence[str]) -> tuple[list[RunRecord], int]:
     return records, malformed
 
 
-def read_log(lock_dir: Path, name: str = RUNS) -> tuple[list[RunRecord], int]:
+def read_log(lock_dir: str | os.PathLike[str], name: str = RUNS) -> tuple[list[RunRecord], int]:
     """The records of a log (its rotated half first), and how many lines were skipped as
     malformed (not JSON, or JSON that is not an object: `[1,2]`, `42`); an unusable log reads
     as empty."""
@@ -192,10 +190,10 @@ class Prediction:
         return {"peak": self.peak, "source": self.source, "runs": self.runs}
 
 
-def predict(lock_dir: Path, key: Mapping[str, object], default: int) -> Prediction:
+def predict(lock_dir: str | os.PathLike[str], key: Mapping[str, object], default: int) -> Prediction:
     """The highest peak among the last PREDICTION_RUNS runs with this key, else `default`."""
     # Newest first, parsing only lines that name the workspace and subcommand, until enough runs.
-    needles = [json.dumps(key.get(field, "")) for field in ("workspace", "subcommand")]
+    needles = [jsontext.dumps(key.get(field, "")) for field in ("workspace", "subcommand")]
     recent_peaks: list[int] = []
     for line in reversed(_lines(lock_dir, RUNS)):
         if len(recent_peaks) >= PREDICTION_RUNS:
@@ -211,7 +209,7 @@ def predict(lock_dir: Path, key: Mapping[str, object], default: int) -> Predicti
                       "of this command", len(recent_peaks))
 
 
-def learned_peak(lock_dir: Path, name: str = RUNS, typical: bool = False) -> int | None:
+def learned_peak(lock_dir: str | os.PathLike[str], name: str = RUNS, typical: bool = False) -> int | None:
     """Among the last LEARNED_RUNS records of a log: the highest peak, or with `typical` the
     median one (None without any). Auto slots size for a typical build (admission sees to
     the big ones); link slots for the biggest link (a link cannot be held back once started)."""

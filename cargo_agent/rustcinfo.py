@@ -7,10 +7,9 @@ rustc binary (an update of `stable` changes the key).
 
 from __future__ import annotations
 
-import json
 import os
 
-from cargo_agent import locations
+from cargo_agent import jsontext, locations
 from cargo_agent import toolchain as toolchains
 from cargo_agent.errors import UsageError
 
@@ -62,7 +61,7 @@ def _cache_key(rustc: str, env: Mapping[str, str], extra: str) -> str:
 def _read_cache(path: str) -> dict[str, object]:
     try:
         with open(path, encoding="utf-8") as handle:
-            cache = json.loads(handle.read())
+            cache = jsontext.loads(handle.read())
     except (OSError, ValueError):
         return {}
     return cache if isinstance(cache, dict) else {}
@@ -109,7 +108,7 @@ def _store(path: str, key: str, value: str) -> None:
             cache[key] = value
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(cache))
+                handle.write(jsontext.dumps(cache))
             os.replace(tmp, path)
     except (OSError, Timeout):
         pass  # a cache we cannot write only costs time

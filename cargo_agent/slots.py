@@ -33,16 +33,14 @@ order (LockDirWatch, Slot.follow_lock_dir; docs/operator-guide.md says what happ
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
-from cargo_agent import host, locations, lockdir
+from cargo_agent import host, jsontext, locations, lockdir
 from cargo_agent.config import Config
 from cargo_agent.errors import SlotWaitTimeoutError, UsageError
 from cargo_agent.records import dataclass, field
@@ -57,7 +55,7 @@ PROGRESS_EVERY_SECONDS = 30.0
 
 @dataclass
 class SlotSettings:
-    lock_dir: Path
+    lock_dir: str
     count: int  # slots this invocation may use (<= ceiling)
     ceiling: int  # N, host-wide
     shared: bool  # the lock dir was set by the host file
@@ -69,15 +67,15 @@ class SlotSettings:
     pressure_kill: float | None = None
 
 
-def learned_per_build(lock_dir: Path) -> int | None:
+def learned_per_build(lock_dir: str) -> int | None:
     """A typical (median) build peak among recent runs in this lock dir's run log, if any."""
     from cargo_agent import report
 
-    return report.learned_peak(lock_dir, typical=True) if lock_dir.is_dir() else None
+    return report.learned_peak(lock_dir, typical=True) if os.path.isdir(lock_dir) else None
 
 
 def auto_slots(config: Config, env: Mapping[str, str], per_build: int | None = None,
-               reserve: int | None = None, lock_dir: Path | None = None) -> tuple[int, str]:
+               reserve: int | None = None, lock_dir: str | None = None) -> tuple[int, str]:
     """N from the memory limit in force and cores; per build, the median recent peak in the
     run log once there is one (admission sees to the big builds), else `per_build_memory`."""
     cores = host.cores
@@ -95,9 +93,9 @@ def auto_slots(config: Config, env: Mapping[str, str], per_build: int | None = N
     return n, formula
 
 
-def lock_dir_of(config: Config, env: Mapping[str, str]) -> tuple[Path, bool]:
+def lock_dir_of(config: Config, env: Mapping[str, str]) -> tuple[str, bool]:
     """The lock dir and whether it is shared (set by the host file) or this user's own."""
-    return Path(config["lock_dir"] or locations.default_lock_dir(env)), config.host_lock_dir is not None
+    return os.fspath(config["lock_dir"] or locations.default_lock_dir(env)), config.host_lock_dir is not None
 
 
 def resolve(config: Config, env: Mapping[str, str], create: bool = True) -> SlotSettings:
@@ -178,12 +176,12 @@ class Holder:
     @classmethod
     def parse(cls, text: str | None) -> Holder:
         try:
-            return cls(json.loads(text or ""))
+            return cls(jsontext.loads(text or ""))
         except ValueError:
             return cls(None, malformed=True)
 
     @classmethod
-    def read(cls, path: Path) -> Holder:
+    def read(cls, path: str | os.PathLike[str]) -> Holder:
         try:
             return cls.parse(lockdir.read_text(path))
         except UsageError:
@@ -204,11 +202,11 @@ class Holder:
 class Slot:
     index: int
     fd: int
-    path: Path
+    path: str
     settings: SlotSettings
     nested: bool = False
     waited: float = 0.0
-    meta_path: Path | None = None
+    meta_path: str | None = None
     queued_at: float | None = None  # wall clock, for the run report and handoff measurements
     admitted_at: float | None = None
     dir_identity: tuple[int, int] | None = None  # the lock dir this slot was taken in (see LockDirWatch)
@@ -256,11 +254,11 @@ class Slot:
             identity = _renew_lock_dir(self.settings)
             order = [self.index, *(k for k in range(self.settings.count) if k != self.index)]
             for k in order:
-                fd = lockdir.open_lock(self.settings.lock_dir / f"slot-{k}.lock", self.settings.shared)
+                fd = lockdir.open_lock(os.path.join(self.settings.lock_dir, f"slot-{k}.lock"), self.settings.shared)
                 if lockdir.try_lock(fd):
                     self.followed_fds.append(fd)
-                    meta_path = self.settings.lock_dir / f"slot-{k}.json"
-                    lockdir.write_atomic(meta_path, json.dumps({**(self.record or {}), "slot": k}).encode(),
+                    meta_path = os.path.join(self.settings.lock_dir, f"slot-{k}.json")
+                    lockdir.write_atomic(meta_path, jsontext.dumps({**(self.record or {}), "slot": k}).encode(),
                                          self.settings.shared)
                     self.meta_path, self.dir_identity = meta_path, identity
                     return
@@ -290,7 +288,7 @@ def age(since: float | None, now: float) -> float | None:
     return round(now - since, 1) if since is not None else None
 
 
-def holder_meta(command: list[str], cwd: Path) -> dict[str, object]:
+def holder_meta(command: list[str], cwd: str) -> dict[str, object]:
     import pwd  # the real uid's name: an environment variable could name anyone
 
     try:
@@ -298,19 +296,6 @@ def holder_meta(command: list[str], cwd: Path) -> dict[str, object]:
     except (KeyError, OSError):
         user = str(os.getuid())
     return {"pid": os.getpid(), "user": user, "command": command, "cwd": str(cwd), "admitted": time.time()}
-
-
-def _ancestors() -> set[int]:
-    pids: set[int] = set()
-    pid = os.getppid()
-    while pid > 1 and pid not in pids:
-        pids.add(pid)
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            pid = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            break
-    return pids
 
 
 def inherited_slot(env: Mapping[str, str], settings: SlotSettings) -> Slot | None:
@@ -329,16 +314,17 @@ def inherited_slot(env: Mapping[str, str], settings: SlotSettings) -> Slot | Non
         fd, holder = int(fd_text), int(pid_text)
     except ValueError:
         return None
-    path = Path(path_text)
-    if path.parent != settings.lock_dir or not (path.name.startswith("slot-") and path.name.endswith(".lock")):
+    path = path_text
+    parent, name = os.path.split(path)
+    if parent != os.fspath(settings.lock_dir) or not (name.startswith("slot-") and name.endswith(".lock")):
         return None
     try:
-        index = int(path.name[len("slot-"):-len(".lock")])
+        index = int(name[len("slot-"):-len(".lock")])
         on_disk = os.stat(path, follow_symlinks=False)
     except (ValueError, OSError):
         return None
-    record = Holder.read(settings.lock_dir / f"slot-{index}.json")
-    if record.pid != holder or holder not in _ancestors() or not lockdir.is_locked(path, lockdir.locked_inodes()):
+    record = Holder.read(os.path.join(settings.lock_dir, f"slot-{index}.json"))
+    if record.pid != holder or holder not in host.ancestors() or not lockdir.is_locked(path, lockdir.locked_inodes()):
         return None
     try:
         opened = os.fstat(fd)
@@ -350,7 +336,7 @@ def inherited_slot(env: Mapping[str, str], settings: SlotSettings) -> Slot | Non
 
 # ---- a lock dir that disappears ------------------------------------------------------
 
-def lock_dir_identity(path: Path) -> tuple[int, int] | None:
+def lock_dir_identity(path: str) -> tuple[int, int] | None:
     """(st_dev, st_ino) of the directory at `path` now; None if there is none."""
     try:
         info = os.lstat(path)
@@ -366,7 +352,8 @@ def _renew_lock_dir(settings: SlotSettings) -> tuple[int, int] | None:
 
 
 def _open_slots(settings: SlotSettings, count: int) -> dict[int, int]:
-    return {k: lockdir.open_lock(settings.lock_dir / f"slot-{k}.lock", settings.shared) for k in range(count)}
+    return {k: lockdir.open_lock(os.path.join(settings.lock_dir, f"slot-{k}.lock"), settings.shared)
+            for k in range(count)}
 
 
 class LockDirWatch:
@@ -419,11 +406,11 @@ class LockDirWatch:
             os.close(fd)
         return ticket, self.slots(self.settings.count)
 
-    def record(self, path: Path, data: dict[str, object]) -> Path | None:
+    def record(self, path: str, data: dict[str, object]) -> str | None:
         """Write the holder record; None if the dir vanished at that moment (the holder's first
         supervisor tick then takes a slot in the new dir)."""
         try:
-            lockdir.write_atomic(path, json.dumps(data).encode(), self.settings.shared)
+            lockdir.write_atomic(path, jsontext.dumps(data).encode(), self.settings.shared)
             return path
         except lockdir.LockDirError:
             if self.moved():
@@ -459,34 +446,35 @@ class LockDirWatch:
 class Ticket:
     seq: int
     fd: int
-    path: Path
+    path: str
     queued: float  # wall clock, taken under the queue mutex: tickets' order is this order
 
 
 def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
     """A new ticket at the end of the queue (called with interrupts deferred, see `acquire`)."""
-    queue = settings.lock_dir / "queue"
+    queue = os.path.join(settings.lock_dir, "queue")
     lockdir.make_dir(queue, settings.shared)
-    mutex = lockdir.open_lock(settings.lock_dir / "queue.lock", settings.shared)
+    mutex = lockdir.open_lock(os.path.join(settings.lock_dir, "queue.lock"), settings.shared)
     try:
         # A short critical section. Bounded by wait_timeout: a process holding queue.lock for
         # good (a group member's, in a shared dir) must not hang every wrapper past it.
         if not lockdir.lock_within(mutex, settings.wait_timeout):
-            holder = lockdir.lock_holder(settings.lock_dir / "queue.lock", lockdir.locked_inodes())
+            mutex_path = os.path.join(settings.lock_dir, "queue.lock")
+            holder = lockdir.lock_holder(mutex_path, lockdir.locked_inodes())
             who, look = (f"pid {holder}", f"ps -p {holder}") if holder else ("a process", "cat /proc/locks")
-            raise SlotWaitTimeoutError(f"gave up waiting for {settings.lock_dir / 'queue.lock'}: {who} has held "
+            raise SlotWaitTimeoutError(f"gave up waiting for {mutex_path}: {who} has held "
                                        "it for longer than the wait timeout", help=(f"see what holds it: {look}",))
-        counter = settings.lock_dir / "queue.seq"
+        counter = os.path.join(settings.lock_dir, "queue.seq")
         text = (lockdir.read_text(counter) or "").strip()
         seq = int(text) + 1 if text.isdigit() and len(text) <= 12 else 1  # planted junk restarts it
         lockdir.write_atomic(counter, f"{seq}\n".encode(), settings.shared)  # only ever under the mutex
-        path = queue / f"{seq:012d}-{os.getpid()}.ticket"
+        path = os.path.join(queue, f"{seq:012d}-{os.getpid()}.ticket")
         lockdir.remove(path)  # a leftover of a dead waiter with our pid, or a plant: never reused
         fd = lockdir.open_file(path, os.O_RDWR, lockdir.file_mode(settings.shared), exclusive=True)
         fcntl.flock(fd, fcntl.LOCK_EX)
         queued = time.time()
         try:
-            lockdir.write_fd(fd, json.dumps({**meta, "queued": queued}).encode(), path)
+            lockdir.write_fd(fd, jsontext.dumps({**meta, "queued": queued}).encode(), path)
         except UsageError:
             lockdir.remove(path)
             os.close(fd)
@@ -496,13 +484,13 @@ def _enqueue(settings: SlotSettings, meta: dict[str, object]) -> Ticket:
         os.close(mutex)
 
 
-def _tickets(settings: SlotSettings) -> list[tuple[int, Path]]:
-    queue = settings.lock_dir / "queue"
+def _tickets(settings: SlotSettings) -> list[tuple[int, str]]:
+    queue = os.path.join(settings.lock_dir, "queue")
     found = []
     for name in lockdir.listdir(queue):
         if name.endswith(".ticket"):
             try:
-                found.append((int(name.split("-", 1)[0]), queue / name))
+                found.append((int(name.split("-", 1)[0]), os.path.join(queue, name)))
             except ValueError:
                 continue
     return sorted(found)
@@ -550,11 +538,11 @@ def holders(settings: SlotSettings) -> list[Holder]:
     locks = lockdir.locked_inodes()
     found = []
     for k in range(settings.ceiling):
-        path = settings.lock_dir / f"slot-{k}.lock"
+        path = os.path.join(settings.lock_dir, f"slot-{k}.lock")
         pid = lockdir.lock_holder(path, locks)
         if pid is None:
             continue
-        holder = Holder.read(settings.lock_dir / f"slot-{k}.json")
+        holder = Holder.read(os.path.join(settings.lock_dir, f"slot-{k}.json"))
         holder.slot = k
         if holder.pid is None:
             holder.pid = pid
@@ -606,13 +594,14 @@ class _Wakeup:
         if fd < 0:
             return
         self.fd = fd
-        if not self._watch(settings.lock_dir / "queue", _IN_DELETE | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_ONLYDIR):
+        queue_mask = _IN_DELETE | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_ONLYDIR
+        if not self._watch(os.path.join(settings.lock_dir, "queue"), queue_mask):
             self.close()
 
-    def _watch(self, path: Path, mask: int) -> bool:
+    def _watch(self, path: str, mask: int) -> bool:
         return bool(self.libc.inotify_add_watch(self.fd, os.fsencode(path), mask | _IN_DONT_FOLLOW) >= 0)
 
-    def watch_slots(self, paths: list[Path]) -> None:
+    def watch_slots(self, paths: list[str]) -> None:
         """We are the head: wake on slot releases too (or, without inotify, poll quickly)."""
         if self.watching_slots:
             return
@@ -711,7 +700,7 @@ def _hold_back(settings: SlotSettings, env: Mapping[str, str]) -> str | None:
     return None
 
 
-def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[str, str],
+def acquire(settings: SlotSettings, command: list[str], cwd: str, env: Mapping[str, str],
             predicted: int | None = None) -> Slot:
     """Wait in FIFO order for a slot, and for memory (see `memory_verdict`); raise on wait
     timeout. `predicted` is this command's predicted peak memory in bytes. No thread, no busy
@@ -763,7 +752,7 @@ def acquire(settings: SlotSettings, command: list[str], cwd: Path, env: Mapping[
             ahead_fd = ahead[1] if ahead is not None else None
             head = ahead is None
             if head and wakeup is not None:  # watch before looking: no release can slip in between
-                wakeup.watch_slots([settings.lock_dir / f"slot-{k}.lock" for k in range(settings.count)])
+                wakeup.watch_slots([os.path.join(settings.lock_dir, f"slot-{k}.lock") for k in range(settings.count)])
             if head:
                 fds = fds or watch.slots(settings.count)
                 if not fds:
@@ -819,7 +808,7 @@ def _take_free_slot(settings: SlotSettings, env: Mapping[str, str], predicted: i
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None, reason, too_big
         del fds[k]
-        return Slot(k, fd, settings.lock_dir / f"slot-{k}.lock", settings,
+        return Slot(k, fd, os.path.join(settings.lock_dir, f"slot-{k}.lock"), settings,
                     waited=time.monotonic() - progress.started, meta_path=meta_path,
                     queued_at=queued_at, admitted_at=time.time(), dir_identity=watch.identity,
                     record=record), None, False
@@ -832,11 +821,11 @@ def _step_aside(settings: SlotSettings, ticket: Ticket, meta: dict[str, object])
     """A head whose predicted peak does not fit lets the queue behind it move: its ticket
     becomes a flock'ed `.aside` marker (not a ticket: nobody waits on it), and it goes on
     polling. Heads behind it are admitted only while it still does not fit."""
-    path = ticket.path.with_suffix(".aside")
+    path = ticket.path.removesuffix(".ticket") + ".aside"
     lockdir.remove(path)
     fd = lockdir.open_file(path, os.O_RDWR, lockdir.file_mode(settings.shared), exclusive=True)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    lockdir.write_fd(fd, json.dumps({**meta, "queued": time.time()}).encode(), path)
+    lockdir.write_fd(fd, jsontext.dumps({**meta, "queued": time.time()}).encode(), path)
     lockdir.remove(ticket.path)  # the next waiter now becomes the head
     os.close(ticket.fd)
     return Ticket(ticket.seq, fd, path, ticket.queued)
@@ -844,18 +833,28 @@ def _step_aside(settings: SlotSettings, ticket: Ticket, meta: dict[str, object])
 
 def _asides(settings: SlotSettings, before: int) -> list[Holder]:
     """Live step-aside markers of waiters queued before `before`, oldest first."""
-    queue = settings.lock_dir / "queue"
+    queue = os.path.join(settings.lock_dir, "queue")
     names = sorted(lockdir.listdir(queue))
     locks = lockdir.locked_inodes()
     found = []
     for name in names:
         seq_text = name.split("-", 1)[0]
         if name.endswith(".aside") and seq_text.isdigit() and int(seq_text) < before \
-                and lockdir.is_locked(queue / name, locks):
-            entry = Holder.read(queue / name)
+                and lockdir.is_locked(os.path.join(queue, name), locks):
+            entry = Holder.read(os.path.join(queue, name))
             entry.seq = int(seq_text)
             found.append(entry)
     return found
+
+
+def _other_records(settings: SlotSettings, own_slot: int | None) -> bool:
+    """Whether a slot other than `own_slot` has a holder record. A build is admitted under the
+    queue mutex and writes its record before letting go of it, so with no record there is no
+    admitted build to count, and the read of /proc/locks is spared: it takes the kernel's
+    file-lock lock for writing, which waits for an RCU grace period (milliseconds), on every
+    build of an idle host."""
+    return any(k != own_slot and os.path.lexists(os.path.join(settings.lock_dir, f"slot-{k}.json"))
+               for k in range(settings.ceiling))
 
 
 def memory_verdict(settings: SlotSettings, env: Mapping[str, str], predicted: int | None,
@@ -881,7 +880,8 @@ def memory_verdict(settings: SlotSettings, env: Mapping[str, str], predicted: in
                 f"({reading.source})", False)
     if predicted is None or not reading.total:
         return None, False
-    held = [h for h in holders(settings) if h.slot != own_slot]  # the slot we try-locked is not a build
+    held = [h for h in holders(settings) if h.slot != own_slot] \
+        if _other_records(settings, own_slot) else []  # the slot we try-locked is not a build
     if not held:
         return None, False
     budget = int(reading.total * settings.mem_high / 100)
@@ -899,11 +899,11 @@ def memory_verdict(settings: SlotSettings, env: Mapping[str, str], predicted: in
 
 def _decide(settings: SlotSettings, env: Mapping[str, str], predicted: int | None, ticket: Ticket,
             meta: dict[str, object], k: int, watch: LockDirWatch
-            ) -> tuple[str | None, bool, dict[str, object] | None, Path | None]:
+            ) -> tuple[str | None, bool, dict[str, object] | None, str | None]:
     """With slot k locked: the memory verdict and, on admission, the holder record (and where it
     was written), under the queue mutex, so that two waiters (a head and one that stepped aside)
     never both take the same room."""
-    mutex = lockdir.open_lock(settings.lock_dir / "queue.lock", settings.shared)
+    mutex = lockdir.open_lock(os.path.join(settings.lock_dir, "queue.lock"), settings.shared)
     try:
         if not lockdir.lock_within(mutex, settings.wait_timeout):
             return "the queue mutex is held by another process", False, None, None
@@ -911,7 +911,7 @@ def _decide(settings: SlotSettings, env: Mapping[str, str], predicted: int | Non
         if reason is not None:
             return reason, too_big, None, None
         record = {**meta, "slot": k, "admitted": time.time()}
-        return None, False, record, watch.record(settings.lock_dir / f"slot-{k}.json", record)
+        return None, False, record, watch.record(os.path.join(settings.lock_dir, f"slot-{k}.json"), record)
     finally:
         os.close(mutex)
 

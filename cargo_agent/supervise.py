@@ -631,7 +631,7 @@ class _Relay:
         self.send(CMD_CONT)
 
     def _event(self, line: bytes) -> None:
-        import json
+        from cargo_agent import jsontext
 
         kind, body = line[:1], line[1:]
         if kind == b"G" and self.terminal is not None:
@@ -642,7 +642,7 @@ class _Relay:
         elif kind == b"Z":
             self.suspend(terminal_stop=True)
         elif kind == b"O":
-            data = json.loads(body)
+            data = jsontext.loads(body.decode("utf-8", "replace"))
             self.outcome = Outcome(**data)
         elif kind == b"E":
             self.error = body.decode("utf-8", "replace")
@@ -1007,9 +1007,9 @@ class _Supervisor:
         else:
             outcome.exit_code = code or 0
         outcome.kernel_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-        import json
+        from cargo_agent import jsontext
 
-        self.report("O" + json.dumps(outcome.as_dict()))
+        self.report("O" + jsontext.dumps(outcome.as_dict()))
 
     @staticmethod
     def _exe(pid: int) -> str:

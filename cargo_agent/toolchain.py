@@ -12,10 +12,13 @@ is not installed is an error before any build starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 from cargo_agent.errors import UsageError
 from cargo_agent.locations import rustup_home
+
+TYPE_CHECKING = False  # no runtime collections.abc: on the pass-through path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 FILE_NAMES = ("rust-toolchain", "rust-toolchain.toml")  # legacy name first: it wins in one dir
 # On the fast path: plain os.path and a plain class, no pathlib/dataclasses/platform imports.

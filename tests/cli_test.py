@@ -91,7 +91,8 @@ def test_non_compiling_commands_never_take_a_slot(virtual_ws: Path, run_agent: R
 PASSTHROUGH_BANNED = ("click", "filelock", "psutil", "tomllib", "tomli", "json", "re", "dataclasses", "pathlib",
                       "typing", "subprocess", "threading", "inspect", "enum")
 COMPILING_BANNED = ("click", "filelock", "psutil", "tomllib", "tomli", "dataclasses", "typing", "subprocess",
-                    "inspect", "glob", "random", "shlex", "getpass")
+                    "inspect", "glob", "random", "shlex", "getpass", "pathlib", "json", "re", "hashlib", "fnmatch",
+                    "urllib", "ipaddress")
 
 
 def _imported(args: list[str], cwd: Path, env: dict[str, str], banned: tuple[str, ...]) -> list[str]:

@@ -178,9 +178,10 @@ def _group_name(gid: int) -> str:
         return f"gid {gid}"
 
 
-def scan(path: Path) -> tuple[Lines, Lines, Lines]:
+def scan(where: str | os.PathLike[str]) -> tuple[Lines, Lines, Lines]:
     """(files that would stop a build: links, FIFOs, directories where files belong;
     records that are ignored: JSON of the wrong shape or not JSON; notes)."""
+    path = Path(where)
     planted: Lines = []
     malformed: Lines = []
     notes: Lines = []

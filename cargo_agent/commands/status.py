@@ -61,7 +61,7 @@ def _holder_data(holder: slots.Holder, settings: slots.SlotSettings, now: float)
     data: dict[str, object] = {**holder.as_json(), "age_seconds": slots.age(holder.admitted, now), "rss": rss,
                                "wrapper_alive": bool(tree), "stopped": stopped}
     if not tree:
-        survivors = _processes_holding(os.path.realpath(settings.lock_dir / f"slot-{holder.slot}.lock"))
+        survivors = _processes_holding(os.path.realpath(os.path.join(settings.lock_dir, f"slot-{holder.slot}.lock")))
         data["survivors"] = survivors
         data["stopped"] = any(s["state"] == psutil.STATUS_STOPPED for s in survivors)
     return data
