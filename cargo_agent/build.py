@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 
 from cargo_agent import argv as argv_model
 from cargo_agent import (
@@ -24,6 +23,10 @@ from cargo_agent import (
 from cargo_agent import config as settings
 from cargo_agent.errors import EXIT_USAGE
 from cargo_agent.records import dataclass
+
+TYPE_CHECKING = False  # collections.abc only for the checker: this module is on the compiling path
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 INVOKED_AS_ENV = "CARGO_AGENT_INVOKED_AS"  # set by the shim: refusal hints then say `cargo ...`
 

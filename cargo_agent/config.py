@@ -42,11 +42,21 @@ def _text(raw: object) -> str:
     raise ValueError
 
 
-def parse_positive_int(raw: object) -> int:
-    import re
+def _digits(text: str) -> bool:
+    """[0-9]+ (str.isdigit alone also takes other scripts' digits and superscripts)."""
+    return text.isascii() and text.isdigit()
 
+
+def _decimal(text: str) -> bool:
+    """[0-9]+(.[0-9]+)?: no sign, no exponent, no bare dot. (The parsers use str methods, not
+    `re`, which costs milliseconds to import on a compiling command that sets a duration.)"""
+    whole, dot, fraction = text.partition(".")
+    return _digits(whole) and (not dot or _digits(fraction))
+
+
+def parse_positive_int(raw: object) -> int:
     text = _text(raw)
-    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+    if not _digits(text) or int(text) < 1:
         raise ValueError
     return int(text)
 
@@ -59,10 +69,8 @@ def parse_auto_or_positive_int(raw: object) -> int | None:
 
 
 def parse_percent(raw: object) -> float:
-    import re
-
     text = _text(raw).removesuffix("%").strip()
-    value = float(text) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) else -1.0
+    value = float(text) if _decimal(text) else -1.0
     if not 0 < value <= 100:
         raise ValueError
     return value
@@ -89,15 +97,15 @@ LIMIT_AS_MIN = 256 << 20  # below this, rustc cannot even start
 def parse_size(raw: object) -> int | None:
     """Bytes from `4G`, `4096M`, `12GiB`, `512k` (a unit is required: a bare `8` is refused,
     not read as 8 bytes); `unlimited` -> None."""
-    import re
-
     text = _text(raw).lower()
     if text in ("unlimited", "none", "infinity"):
         return UNLIMITED
-    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgtpe])(?:i?b)?", text)
-    if not match:
+    # <decimal><whitespace?><unit letter>, then an optional `b` or `ib`
+    text = text.removesuffix("ib") if text.endswith("ib") else text.removesuffix("b")
+    number = text[:-1].rstrip()
+    if not text or text[-1] not in _SIZE_UNITS or not _decimal(number):
         raise ValueError
-    number, unit = match.group(1), _SIZE_UNITS[match.group(2)]
+    unit = _SIZE_UNITS[text[-1]]
     try:
         size = int(float(number) * unit) if "." in number else int(number) * unit
     except OverflowError:  # more digits than a float holds (inf): far above SIZE_MAX
@@ -119,23 +127,37 @@ def parse_size_required(raw: object) -> int:
     return _required(parse_size(raw))
 
 
-_DURATION_PART = r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)"
 _DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_parts(text: str) -> list[tuple[str, str]] | None:
+    """`1h30m` -> [("1", "h"), ("30", "m")]: one or more <decimal><unit>; None if not that."""
+    parts = []
+    i = 0
+    while i < len(text):
+        j = i
+        while j < len(text) and text[j] in "0123456789.":
+            j += 1
+        unit = "ms" if text.startswith("ms", j) else text[j:j + 1]
+        if not _decimal(text[i:j]) or unit not in _DURATION_SECONDS:
+            return None
+        parts.append((text[i:j], unit))
+        i = j + len(unit)
+    return parts or None
 
 
 def parse_duration(raw: object) -> float | None:
     """Seconds from `90s`, `30m`, `1h`, `1h30m`, `2.5` (plain seconds); `none`/`off` -> None."""
-    import re
-
     text = _text(raw).lower().replace(" ", "")
     if text in ("none", "off", "unlimited"):
         return UNLIMITED
-    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+    if _decimal(text):
         seconds = float(text)
-    elif text and re.fullmatch(f"(?:{_DURATION_PART})+", text):
-        seconds = sum(float(n) * _DURATION_SECONDS[unit] for n, unit in re.findall(_DURATION_PART, text))
     else:
-        raise ValueError
+        parts = _duration_parts(text)
+        if not parts:
+            raise ValueError
+        seconds = sum(float(n) * _DURATION_SECONDS[unit] for n, unit in parts)
     if seconds <= 0:
         raise ValueError
     return seconds
@@ -167,15 +189,21 @@ def parse_list(raw: object) -> tuple[str, ...]:
     return tuple(item for item in items if item)
 
 
-_SUBCOMMAND = r"[a-z0-9][a-z0-9_-]*( [a-z0-9][a-z0-9_-]*)?"
+_SUBCOMMAND_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _subcommand(item: str) -> bool:
+    """One or two words (`test`, `nextest run`) of [a-z0-9][a-z0-9_-]*, one space between."""
+    words = item.split(" ")
+    return len(words) <= 2 and all(
+        word and word[0] in _SUBCOMMAND_FIRST and all(c in _SUBCOMMAND_FIRST or c in "_-" for c in word)
+        for word in words)
 
 
 def parse_subcommand_list(raw: object) -> tuple[str, ...]:
     """A list of subcommands (`test`, `nextest run`, an external `fuzz`)."""
-    import re
-
     items = parse_list(raw)
-    if not all(re.fullmatch(_SUBCOMMAND, item) for item in items):
+    if not all(_subcommand(item) for item in items):
         raise ValueError
     return items
 

@@ -16,7 +16,6 @@ RUSTC_WRAPPER, so that no rustflags, and so no fingerprint, change.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 from cargo_agent import locations
 from cargo_agent.argv import CargoCommand, Option
@@ -25,6 +24,10 @@ from cargo_agent.config import Config
 from cargo_agent.errors import UsageError
 from cargo_agent.host import cores
 from cargo_agent.records import dataclass, field
+
+TYPE_CHECKING = False  # collections.abc only for the checker: this module is on the compiling path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 @dataclass

@@ -19,9 +19,12 @@ Test hooks may only make readings worse, so they can never switch memory control
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 from cargo_agent.errors import UsageError
+
+TYPE_CHECKING = False  # collections.abc only for the checker: this module is on the compiling path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SOURCE_ENV = "CARGO_AGENT_MEMORY_SOURCE"
 PRESSURE_ENV = "CARGO_AGENT_PRESSURE_SOURCE"
@@ -283,6 +286,15 @@ def ancestors(proc_root: str = PROC) -> set[int]:
         except (IndexError, ValueError):
             break
     return pids
+
+
+def command_line(pid: int, proc_root: str = PROC) -> bytes:
+    """A process's argv as the kernel shows it (NUL-separated); empty when it cannot be read."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
 
 
 def tree_rss(roots: list[int], proc_root: str = PROC) -> dict[int, int]:

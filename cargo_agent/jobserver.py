@@ -13,7 +13,11 @@ the pipe (no lock dir, no host tokens: tokens.py decides when to lend and take b
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+
+TYPE_CHECKING = False  # collections.abc only for the checker: this module is on the compiling path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 MAKEFLAGS_ENV = "CARGO_MAKEFLAGS"
 
@@ -63,13 +67,12 @@ class Pipe:
 
     def waiting(self) -> int:
         """Bytes in the pipe that no client has taken (FIONREAD)."""
-        import array
         import fcntl
         import termios
 
-        count = array.array("i", [0])
-        fcntl.ioctl(self._mine, termios.FIONREAD, count)
-        return count[0]
+        # A bytes buffer, not array.array: `array` imports collections.abc (milliseconds a build).
+        count = fcntl.ioctl(self._mine, termios.FIONREAD, b"\0\0\0\0")
+        return int.from_bytes(count, sys.byteorder, signed=True)
 
     def put(self) -> None:
         """One byte: one more job. Never blocks (written only into an empty pipe)."""

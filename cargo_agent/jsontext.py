@@ -70,8 +70,13 @@ def loads(text: str) -> Any:
     start = len(text) - len(text.lstrip(WHITESPACE))
     try:
         value, end = _codecs()["scan"](text, start)
-    except StopIteration as stop:
-        raise ValueError(f"Expecting value: char {stop.value}") from None
+    except (StopIteration, SystemError):
+        # Malformed. The C scanner words most errors with json.decoder's exception class, which
+        # it looks up only among modules already imported (else: SystemError); json itself
+        # then reads the text again and raises the error (a ValueError).
+        import json
+
+        return json.loads(text)
     if text[end:].strip(WHITESPACE):
         raise ValueError(f"Extra data: char {end}")
     return value

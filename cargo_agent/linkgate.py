@@ -38,13 +38,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping, MutableMapping
 
 from cargo_agent import jsontext, lockdir
 from cargo_agent.errors import UsageError
 
 TYPE_CHECKING = False  # no runtime typing import: this module is on the compiling path
 if TYPE_CHECKING:
+    from collections.abc import Mapping, MutableMapping
+
     from cargo_agent.cargoconfig import CargoConfig
     from cargo_agent.config import Config
     from cargo_agent.envshape import Shaped
@@ -190,27 +191,14 @@ def _slot_files(lock_dir: str) -> list[str]:
     return sorted(n for n in lockdir.listdir(lock_dir) if n.startswith("link-") and n.endswith(".lock"))
 
 
-def _gate_ancestors(ancestors: set[int]) -> set[int]:
-    """Those of `ancestors` whose command line is a link gate's. Only a necessary condition (a
-    command line is easy to fake); it spares every build that runs outside a link the read of
-    /proc/locks, which costs several milliseconds on its first read in a process."""
-    found = set()
-    for pid in ancestors:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if GATE_MARK in handle.read():
-                    found.add(pid)
-        except OSError:
-            continue
-    return found
-
-
 def held_by_ancestor(lock_dir: str) -> bool:
     """Whether one of our ancestors holds a link slot of this lock dir (we run below a link):
-    an ancestor that is a link gate, holding the flock of one of the dir's link slots."""
+    an ancestor that is a link gate, holding the flock of one of the dir's link slots. The
+    command line is looked at first: only a necessary condition (it is easy to fake), it
+    spares every build outside a link the read of /proc/locks (see lockdir.lock_holders)."""
     from cargo_agent import host
 
-    gates = _gate_ancestors(host.ancestors())
+    gates = {pid for pid in host.ancestors() if GATE_MARK in host.command_line(pid)}
     if not gates:
         return False
     names = _slot_files(lock_dir)
@@ -334,7 +322,7 @@ def _take(lock_dir: str, count: int, shared: bool, args: list[str], real: str,
 def _run(command: list[str], keep_fd: int) -> tuple[int, int]:
     """Run the real linker (holding `keep_fd` too); forward termination signals to it.
     Returns (wait status, peak RSS in bytes of the linker and its waited-for children)."""
-    import signal
+    from cargo_agent.signals import signal
 
     if keep_fd >= 0:
         os.set_inheritable(keep_fd, True)
@@ -366,7 +354,7 @@ def _run(command: list[str], keep_fd: int) -> tuple[int, int]:
 def _exit_like(status: int) -> int:
     """Our exit code for the linker's wait status; a linker killed by a signal kills us alike,
     so rustc reports the signal."""
-    import signal
+    from cargo_agent.signals import signal
 
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)

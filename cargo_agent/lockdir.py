@@ -356,7 +356,9 @@ def locked_inodes() -> dict[tuple[int, int], int]:
 
 def lock_holders() -> dict[tuple[int, int], list[int]]:
     """(device, inode) -> pids of every holder of a flock on it (shared locks have several),
-    from /proc/locks (no locking)."""
+    from /proc/locks (no locking). Not cheap: the kernel takes its file-lock lock for writing to
+    show the file, which waits for an RCU grace period, milliseconds on a process's first
+    read; paths every build takes look for a cheaper sign first."""
     found: dict[tuple[int, int], list[int]] = {}
     try:
         with open("/proc/locks") as handle:

@@ -17,13 +17,15 @@ Plain classes, no dataclasses: this module is on the compiling path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from cargo_agent.argv import CargoCommand, Option, ParsedArgs, parse_args
 from cargo_agent.config import Config
 from cargo_agent.errors import RefusedError
 from cargo_agent.locations import DEFAULT_HOST_CONFIG
 from cargo_agent.workspace import Location, Selection, focus_members, is_glob, selection, spec_name
+
+TYPE_CHECKING = False  # collections.abc only for the checker: this module is on the compiling path
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Rule:

@@ -14,10 +14,13 @@ slots use the median recent build peak, link slots the highest recent link peak.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 
 from cargo_agent import jsontext, lockdir
 from cargo_agent.errors import UsageError
+
+TYPE_CHECKING = False  # collections.abc only for the checker: this module is on the compiling path
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 MAX_LOG_BYTES = 1 << 20
 LOG_LOCK_SECONDS = 5.0  # appending takes microseconds; a lock held longer is not a writer's

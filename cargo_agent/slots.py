@@ -34,16 +34,19 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import stat
 import sys
 import time
-from collections.abc import Callable, Mapping
 
 from cargo_agent import host, jsontext, locations, lockdir
 from cargo_agent.config import Config
 from cargo_agent.errors import SlotWaitTimeoutError, UsageError
 from cargo_agent.records import dataclass, field
+from cargo_agent.signals import signal
+
+TYPE_CHECKING = False  # collections.abc only for the checker: this module is on the compiling path
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 SLOT_ENV = "CARGO_AGENT_SLOT"
 HEARTBEAT_SECONDS = 0.25  # a waiter touches its ticket this often

@@ -39,15 +39,16 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import sys
 import time
-from collections.abc import Callable
 
+from cargo_agent import background
 from cargo_agent.errors import EXIT_SIGNAL_BASE, EXIT_TIMEOUT
+from cargo_agent.signals import signal
 
 TYPE_CHECKING = False  # typing and dataclasses are not imported at run time: the compiling path is timed
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 PR_SET_PDEATHSIG = 1
@@ -73,22 +74,38 @@ _TOOLS = frozenset({"cargo", "rustup", "rustc", "rustdoc", "clippy-driver", "cc"
                     "sccache", "make", "cmake", "sh", "bash", "dash"})
 
 
-_LIBC: list[Any] = []
+_PRCTL: list[Any] = []
 
 
-def _libc() -> Any:
-    """libc through ctypes, loaded once (before the fork: loading it costs the supervisor, whose
-    pages are copy-on-write, several milliseconds)."""
-    if not _LIBC:
+def _prctl_function() -> Any:
+    """prctl(2), through _ctypes, the C core of ctypes: `import ctypes` builds its whole zoo of C
+    types first, 2-3 ms on every build, for this one call. Made once, before the fork (the
+    supervisor then has it without loading anything). A Python whose _ctypes differs gets ctypes."""
+    try:
+        import _ctypes
+
+        class _CInt(_ctypes._SimpleCData):  # type: ignore[type-arg]  # not subscriptable at run time
+            _type_ = "i"
+
+        class _Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = _CInt
+
+        class _Process:
+            _handle = _ctypes.dlopen(None)  # type: ignore[arg-type]  # None: this process, as dlopen(NULL)
+
+        return _Function(("prctl", _Process()))  # type: ignore[arg-type]  # a library is what has _handle
+    except Exception:  # noqa: BLE001 - any difference in the C core: the public module
         import ctypes
 
-        _LIBC.append(ctypes.CDLL(None, use_errno=True))
-    return _LIBC[0]
+        return ctypes.CDLL(None, use_errno=True).prctl
 
 
 def become_subreaper() -> None:
     try:
-        _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        if not _PRCTL:
+            _PRCTL.append(_prctl_function())
+        _PRCTL[0](PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -789,8 +806,6 @@ class _StderrPump:
     `on_line` until it returns False."""
 
     def __init__(self, on_line: Callable[[str], bool]) -> None:
-        import threading
-
         self.tail = bytearray()
         self.master: int | None = None
         self.on_line: Callable[[str], bool] | None = on_line
@@ -808,7 +823,7 @@ class _StderrPump:
             self.read_fd = self.master
         else:
             self.read_fd, self.slave = os.pipe()
-        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread = background.Thread(self._pump)
 
     def copy_winsize(self) -> None:
         """Our terminal's size onto cargo's pty, when it changed (polled: the terminal's SIGWINCH
@@ -860,8 +875,7 @@ class _StderrPump:
                 return
 
     def finish(self, wait: float) -> str:
-        self.thread.join(wait)
-        if not self.thread.is_alive():
+        if self.thread.join(wait):
             os.close(self.read_fd)
         return self.tail.decode("utf-8", "replace")
 
@@ -869,7 +883,7 @@ class _StderrPump:
 class _Supervisor:
     def __init__(self, spec: RunSpec, life_r: int, report_w: int, hand_over: int | None, terminal: int | None,
                  wrapper: int, wrapper_group: int) -> None:
-        import threading
+        import _thread
 
         self.spec = spec
         self.life_r = life_r
@@ -884,7 +898,7 @@ class _Supervisor:
         self.frozen = False
         self.auto_frozen = False
         self.group = 0
-        self.write_lock = threading.Lock()
+        self.write_lock = _thread.allocate_lock()
         self.program_reported = False
         self.cargo_exes: set[str] = set()
 

@@ -39,7 +39,7 @@ import os
 import sys
 import time
 
-from cargo_agent import jobserver, lockdir
+from cargo_agent import background, jobserver, lockdir
 
 TYPE_CHECKING = False  # typing and pathlib are not imported at run time: the compiling path is timed
 if TYPE_CHECKING:
@@ -262,10 +262,8 @@ class Broker:
         self.cpu_seconds = 0.0
         self.polls = 0
         self._idle_since: float | None = None
-        import threading
-
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cargo-agent-broker", daemon=True)
+        self._stop = background.Stop()
+        self._thread = background.Thread(self._run)
 
     def start(self) -> None:
         if self.cap > 0:  # with -j 1 there is nothing to lend
@@ -274,8 +272,7 @@ class Broker:
     def stop(self) -> None:
         """Stop lending and free every lent token (the bytes die with the pipe)."""
         self._stop.set()
-        if self._thread.ident is not None:
-            self._thread.join()
+        self._thread.join()
         self.tokens.give_back(self.lent)
         self.lent = 0
         self.tokens.want(False)

@@ -92,7 +92,7 @@ PASSTHROUGH_BANNED = ("click", "filelock", "psutil", "tomllib", "tomli", "json",
                       "typing", "subprocess", "threading", "inspect", "enum")
 COMPILING_BANNED = ("click", "filelock", "psutil", "tomllib", "tomli", "dataclasses", "typing", "subprocess",
                     "inspect", "glob", "random", "shlex", "getpass", "pathlib", "json", "re", "hashlib", "fnmatch",
-                    "urllib", "ipaddress")
+                    "urllib", "ipaddress", "threading", "ctypes", "enum", "array", "collections", "functools")
 
 
 def _imported(args: list[str], cwd: Path, env: dict[str, str], banned: tuple[str, ...]) -> list[str]:

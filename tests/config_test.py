@@ -4,13 +4,18 @@ environment, repo, user file, host file and defaults."""
 from __future__ import annotations
 
 import ast
+import math
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import write_tree
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from cargo_agent import config, locations
 from cargo_agent.config import Layer
@@ -872,3 +877,95 @@ def test_config_file_paths_come_from_the_environment(no_etc_file: Path) -> None:
     assert config.user_config_path({"HOME": "/home/u"}) == "/home/u/.config/cargo-agent/config.toml"
     no_etc_file.write_text("")
     assert config.host_config_path({"CARGO_AGENT_CONFIG": "/srv/ca.toml"}) == str(no_etc_file)
+
+
+# ---- the parsers against the regular expressions they were written from -----------------
+# config.py parses with str methods (importing `re` costs a compiling command milliseconds);
+# these references are the grammar as it was written with `re`, and the parsers must agree.
+
+def _reference_size(text: str) -> tuple[str, str] | None:
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgtpe])(?:i?b)?", text.lower())
+    return (match.group(1), match.group(2)) if match else None
+
+
+_REFERENCE_PART = r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)"
+
+
+def _reference_duration(text: str) -> float | None:
+    text = text.lower().replace(" ", "")
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+        return float(text)
+    if text and re.fullmatch(f"(?:{_REFERENCE_PART})+", text):
+        return sum(float(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[u]
+                   for n, u in re.findall(_REFERENCE_PART, text))
+    return None
+
+
+def _examples(*texts: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Hypothesis examples always tried: the forms the grammar turns on."""
+    def apply(test: Callable[..., None]) -> Callable[..., None]:
+        for text in texts:
+            test = example(text)(test)
+        return test
+    return apply
+
+
+# Strings made of the grammar's own pieces (and a few strangers), so that near misses are common.
+_GRAMMAR = st.lists(st.sampled_from(["1", "0", "7", "25", ".", "5", "ms", "s", "m", "h", "d", "k", "K", "g", "e",
+                                     "t", "p", "ib", "iB", "b", " ", "\t", "%", "-", "²", "x"]),
+                    max_size=6).map("".join)
+
+
+def _outcome(parse: Callable[[object], object], text: str) -> object:
+    try:
+        return parse(text)
+    except ValueError:
+        return "refused"
+
+
+@settings(max_examples=600, deadline=None)
+@given(_GRAMMAR)
+@_examples("5k", "5 k", "5kib", "5kb", "5ib", "5b", ".5k", "1.5.2k", "5k b", "kib", "5eb", "2.5g", "5\tk")
+def test_parse_size_reads_exactly_the_size_grammar(text: str) -> None:
+    if text.lower().strip() in ("unlimited", "none", "infinity"):
+        return
+    reference = _reference_size(text.strip())
+    if reference is None:
+        assert _outcome(config.parse_size, text) == "refused"
+    else:
+        number, unit = reference
+        scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}[unit]
+        size = int(float(number) * scale) if "." in number else int(number) * scale
+        assert _outcome(config.parse_size, text) == (size if 1 <= size <= config.SIZE_MAX else "refused")
+
+
+@settings(max_examples=600, deadline=None)
+@given(_GRAMMAR)
+@_examples("1ms", "1h30m", "1ms5s", ".5s", "1.5.2s", "2.5", "1m s", "5", "0", "0s", "1hh", "s", "1 h 30 m", "1.s")
+def test_parse_duration_reads_exactly_the_duration_grammar(text: str) -> None:
+    if text.lower().replace(" ", "").strip() in ("none", "off", "unlimited"):
+        return
+    seconds = _reference_duration(text.strip())
+    expected = seconds if seconds is not None and seconds > 0 else "refused"
+    got = _outcome(config.parse_duration, text)
+    assert got == expected or (isinstance(got, float) and isinstance(expected, float)
+                               and math.isclose(got, expected)), (text, got, expected)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_GRAMMAR)
+def test_counts_and_percents_read_exactly_their_grammar(text: str) -> None:
+    stripped = text.strip()
+    whole = re.fullmatch(r"[0-9]+", stripped)
+    assert _outcome(config.parse_positive_int, text) == (int(stripped) if whole and int(stripped) >= 1
+                                                         else "refused")
+    percent_text = stripped.removesuffix("%").strip()
+    value = float(percent_text) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", percent_text) else -1.0
+    assert _outcome(config.parse_percent, text) == (value if 0 < value <= 100 else "refused")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="abz09_- ", max_size=12))
+def test_subcommand_lists_take_exactly_one_or_two_words(text: str) -> None:
+    valid = re.fullmatch(r"[a-z0-9][a-z0-9_-]*( [a-z0-9][a-z0-9_-]*)?", text)
+    assert config._subcommand(text) == bool(valid)

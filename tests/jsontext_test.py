@@ -64,6 +64,16 @@ def test_a_value_json_cannot_write_is_a_type_error() -> None:
         jsontext.dumps({"when": object()})
 
 
+@pytest.mark.parametrize("text", ["{", '{"a": }', "[1,]", "nul", '"\x01"', "", "1 2"])
+def test_malformed_text_is_a_value_error_in_a_process_without_json(text: str) -> None:
+    """The C scanner needs json.decoder imported to word its errors: without it, still a ValueError."""
+    probe = ("import sys\nfrom cargo_agent import jsontext\n"
+             f"try:\n    jsontext.loads({text!r})\nexcept ValueError:\n    print('ValueError')\n")
+    result = subprocess.run([sys.executable, "-S", "-c", probe], cwd=REPO, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(REPO)})
+    assert result.stdout.strip() == "ValueError", result.stderr
+
+
 def test_it_imports_neither_json_nor_re() -> None:
     probe = ("import sys\nfrom cargo_agent import jsontext\n"
              "assert jsontext.loads(jsontext.dumps({'a': [1, 2.5, None, 'x']})) == {'a': [1, 2.5, None, 'x']}\n"

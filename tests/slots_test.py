@@ -217,7 +217,7 @@ def test_slot_count_lives_in_the_host_file_and_can_only_be_lowered(tmp_path: Pat
     assert slots.resolve(config.load({**env, "CARGO_AGENT_SLOTS": "9"}), env).count == 3
     assert slots.resolve(config.load({**env, "CARGO_AGENT_SLOTS": "1"}), env).count == 1
     moved = slots.resolve(config.load({**env, "CARGO_AGENT_LOCK_DIR": str(tmp_path / "elsewhere")}), env)
-    assert moved.lock_dir == tmp_path / "shared"
+    assert moved.lock_dir == str(tmp_path / "shared")
     host.write_text(f'slots = 5\nlock_dir = "{tmp_path / "shared"}"\n')
     assert slots.resolve(config.load(env), env).ceiling == 5  # the host file's count, on the next run
 

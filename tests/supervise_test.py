@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import FAKE_CARGO, RunAgent, agent_command, alive, crate, wait_for, write_tree
+from conftest import FAKE_CARGO, REPO, RunAgent, agent_command, alive, crate, wait_for, write_tree
 
 from cargo_agent import lockdir, supervise
 
@@ -647,3 +647,14 @@ def test_cargo_sees_the_terminal_width(tmp_path: Path, agent_env: dict[str, str]
     assert proc.wait(60) == 0
     os.close(master)
     assert b"123" in output
+
+
+def test_the_wrapper_becomes_a_subreaper_without_importing_ctypes() -> None:
+    """prctl(PR_SET_CHILD_SUBREAPER) is reached through ctypes' C core; the check reads it back
+    with PR_GET_CHILD_SUBREAPER (37) through ctypes itself, imported only afterwards."""
+    probe = ("import sys\nfrom cargo_agent import supervise\nsupervise.become_subreaper()\n"
+             "loaded = 'ctypes' in sys.modules\nimport ctypes\nflag = ctypes.c_int(0)\n"
+             "ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0)\nprint(loaded, flag.value)\n")
+    out = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(REPO)}).stdout
+    assert out.split() == ["False", "1"]
