@@ -26,6 +26,10 @@ import stat
 
 from cargo_agent.errors import UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 # Read-only is enough for flock, and lets every member of a shared dir's group lock files that
 # another member created.
 READ = os.O_RDONLY
@@ -154,6 +158,33 @@ def read_text(path: str | os.PathLike[str]) -> str | None:
             return handle.read(MAX_READ).decode("utf-8", "replace")
     except OSError as err:
         raise LockDirError(f"cannot read {os.fspath(path)}: {_describe(err)}") from None
+
+
+def lines_from_end(path: str | os.PathLike[str], chunk: int = 64 << 10) -> Iterator[str]:
+    """The lines of a file of the lock dir, the last first, read in chunks from its end: the
+    newest records of a long log without reading it whole (builds do this on every run).
+    Nothing if it does not exist; at most MAX_READ bytes, as read_text."""
+    try:
+        fd = open_file(path, READ, 0, create=False)
+    except FileNotFoundError:
+        return
+    try:
+        end = os.fstat(fd).st_size
+        floor = max(0, end - MAX_READ)
+        carry = b""
+        while end > floor:
+            start = max(floor, end - chunk)
+            pieces = (os.pread(fd, end - start, start) + carry).split(b"\n")
+            end = start
+            # The first piece may go on before `start`: kept for the next chunk (and dropped
+            # at the MAX_READ cut, where it is only the end of a line).
+            carry = pieces.pop(0) if start > 0 else b""
+            for piece in reversed(pieces):
+                yield piece.decode("utf-8", "replace")
+    except OSError as err:
+        raise LockDirError(f"cannot read {os.fspath(path)}: {_describe(err)}") from None
+    finally:
+        os.close(fd)
 
 
 def write_fd(fd: int, data: bytes, path: str | os.PathLike[str]) -> None:

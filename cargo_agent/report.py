@@ -20,7 +20,7 @@ from cargo_agent.errors import UsageError
 
 TYPE_CHECKING = False  # collections.abc only for the checker: this module is on the compiling path
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
 MAX_LOG_BYTES = 1 << 20
 LOG_LOCK_SECONDS = 5.0  # appending takes microseconds; a lock held longer is not a writer's
@@ -105,20 +105,27 @@ def append(lock_dir: str | os.PathLike[str], record: Mapping[str, object], share
         os.close(guard)
 
 
-def _read(path: str) -> list[str]:
-    try:
-        return (lockdir.read_text(path) or "").splitlines()
-    except UsageError:
-        return []
+def _newest_first(lock_dir: str | os.PathLike[str], name: str) -> Iterator[str]:
+    """The log's non-empty lines, newest first, read from the end (the rotated half after the
+    current one, and only if reached): builds read the log on every run, and it grows to 2 MiB.
+    A half that cannot be read safely is skipped, as `_lines` skips it."""
+    for file_name in (name, f"{name}.1"):
+        try:
+            for line in lockdir.lines_from_end(os.path.join(lock_dir, file_name)):
+                if line.strip():
+                    yield line
+        except UsageError:
+            continue
 
 
 def recent(lock_dir: str | os.PathLike[str], count: int = 10, name: str = RUNS) -> list[RunRecord]:
-    """The last `count` records (only the tail is parsed, and the rotated half read only when
-    needed: this runs on every build)."""
-    lines = [line for line in _read(os.path.join(lock_dir, name)) if line.strip()]
-    if len(lines) < 2 * count:
-        lines = [line for line in _read(os.path.join(lock_dir, f"{name}.1")) if line.strip()] + lines
-    return _parse(lines[-2 * count:])[0][-count:]
+    """The last `count` records (of the last 2 * count lines: malformed ones count against it)."""
+    lines: list[str] = []
+    for line in _newest_first(lock_dir, name):
+        lines.append(line)
+        if len(lines) >= 2 * count:
+            break
+    return _parse(lines[::-1])[0][-count:]
 
 
 def _lines(lock_dir: str | os.PathLike[str], name: str) -> list[str]:
@@ -198,7 +205,7 @@ def predict(lock_dir: str | os.PathLike[str], key: Mapping[str, object], default
     # Newest first, parsing only lines that name the workspace and subcommand, until enough runs.
     needles = [jsontext.dumps(key.get(field, "")) for field in ("workspace", "subcommand")]
     recent_peaks: list[int] = []
-    for line in reversed(_lines(lock_dir, RUNS)):
+    for line in _newest_first(lock_dir, RUNS):
         if len(recent_peaks) >= PREDICTION_RUNS:
             break
         if not all(needle in line for needle in needles):

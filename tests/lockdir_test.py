@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import users
 from conftest import REPO, RunAgent, agent_command, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cargo_agent import lockdir
 from cargo_agent.errors import UsageError
@@ -377,3 +379,23 @@ def test_a_queue_lock_held_for_good_gives_up_at_the_wait_timeout(virtual_ws: Pat
     assert result.stderr.splitlines()[0] == (f"error: gave up waiting for {lock_dir / 'queue.lock'}: pid {os.getpid()} "
                                              "has held it for longer than the wait timeout")
     assert not Path(fake_cargo_env["FAKE_LOG"]).exists()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="ab{}\u00e9", max_size=30), max_size=30), st.booleans(), st.integers(1, 64))
+def test_lines_from_end_are_the_lines_last_first(tmp_path_factory: pytest.TempPathFactory, lines: list[str],
+                                                 final_newline: bool, chunk: int) -> None:
+    path = tmp_path_factory.mktemp("tail") / "log"
+    text = "\n".join(lines) + ("\n" if final_newline else "")
+    path.write_bytes(text.encode())
+    expected = list(reversed(text.split("\n"))) if text else []  # an empty file has no line
+    assert list(lockdir.lines_from_end(path, chunk)) == expected
+
+
+def test_lines_from_end_stop_at_the_read_cap_without_a_cut_line(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    line = "x" * 99 + "\n"
+    path.write_text("HEAD-" + line * (lockdir.MAX_READ // len(line) + 10))
+    lines = list(lockdir.lines_from_end(path, 4096))
+    assert lines[0] == "" and set(lines[1:]) == {"x" * 99}  # whole lines only, the head line never
+    assert len(lines) - 1 == lockdir.MAX_READ // len(line)

@@ -52,6 +52,26 @@ def test_the_rotated_log_still_counts(tmp_path: Path) -> None:
     assert report.predict(tmp_path, KEY, 1).peak == 123 << 20
 
 
+def test_a_full_log_is_read_from_its_end(tmp_path: Path) -> None:
+    """A log at its 1 MiB cap plus its rotated half: the newest records decide, across the two
+    files, and a line cut where the reading stops is never taken for a record."""
+    old = _record(KEY, 2 << 30)
+    filler = _record({**KEY, "workspace": "/other"}, 1 << 20)
+    (tmp_path / "runs.jsonl.1").write_text(old * 3 + filler * (900_000 // len(filler)) + _record(KEY, 40 << 20) * 2)
+    (tmp_path / "runs.jsonl").write_text(filler * ((1 << 20) // len(filler) - 4) + _record(KEY, 30 << 20) * 3)
+    prediction = report.predict(tmp_path, KEY, 1)
+    assert (prediction.peak, prediction.runs) == (40 << 20, 5)  # three in the log, two in the rotated half
+    assert [r.peak for r in report.recent(tmp_path, 4)] == [1 << 20] + [30 << 20] * 3
+
+
+def test_a_planted_log_is_skipped_and_the_rotated_half_still_read(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").write_text(_record(KEY, 9 << 30))
+    (tmp_path / "runs.jsonl").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "runs.jsonl.1").write_text(_record(KEY, 123 << 20))
+    assert report.predict(tmp_path, KEY, 1).peak == 123 << 20
+    assert [r.peak for r in report.recent(tmp_path)] == [123 << 20]
+
+
 def _tiny(root: Path) -> Path:
     return write_tree(root, {"Cargo.toml": '[package]\nname = "tiny"\nversion = "0.1.0"\nedition = "2021"\n',
                              "src/main.rs": "fn main() {}\n"})
