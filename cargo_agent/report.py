@@ -119,13 +119,14 @@ def _newest_first(lock_dir: str | os.PathLike[str], name: str) -> Iterator[str]:
 
 
 def recent(lock_dir: str | os.PathLike[str], count: int = 10, name: str = RUNS) -> list[RunRecord]:
-    """The last `count` records (of the last 2 * count lines: malformed ones count against it)."""
-    lines: list[str] = []
-    for line in _newest_first(lock_dir, name):
-        lines.append(line)
-        if len(lines) >= 2 * count:
+    """The last `count` records among the last 2 * count lines (malformed ones count against
+    it), oldest first; parsed newest first, so no more lines are parsed than needed."""
+    found: list[RunRecord] = []
+    for seen, line in enumerate(_newest_first(lock_dir, name), 1):
+        found += _parse([line])[0]
+        if len(found) >= count or seen >= 2 * count:
             break
-    return _parse(lines[::-1])[0][-count:]
+    return found[::-1]
 
 
 def _lines(lock_dir: str | os.PathLike[str], name: str) -> list[str]:
