@@ -157,7 +157,7 @@ class _Cache:
             self.path = os.path.join(locations.cache_dir(env), CACHE_NAME)
             try:
                 with open(self.path, "rb") as handle:
-                    loaded = marshal.load(handle)
+                    loaded = marshal.loads(handle.read())  # load(file) reads object by object: 10x slower
                 self.entries = loaded if isinstance(loaded, dict) else {}
             except (OSError, ValueError, EOFError, TypeError):
                 self.entries = {}
