@@ -608,3 +608,49 @@ def select_ready(fd: int) -> bool:
     import select
 
     return bool(select.select([fd], [], [], 0.2)[0])
+
+
+def test_a_holder_without_a_record_still_counts_for_memory_admission(virtual_ws: Path, fake_cargo_env: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    """A's lock dir is replaced by one on a full filesystem (a real tmpfs): A takes a slot there
+    but cannot write its holder record (one warning). Space comes back; B, predicted not to fit
+    next to any running build, must wait for A: a held slot is a running build, record or not
+    (admission skips the read of /proc/locks only when no other slot is held)."""
+    import shutil
+
+    memory = tmp_path / "memory"
+    memory.write_text("80")  # below mem_high 85%: only a prediction can hold a build back
+    env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "2", "CARGO_AGENT_MEMORY_SOURCE": str(memory),
+           "CARGO_AGENT_PRESSURE_HIGH": "off"}
+    plan = subprocess.run(agent_command("--dry-run", "--json", "build"), cwd=virtual_ws, env=env, capture_output=True,
+                          text=True, timeout=60)
+    limit = json.loads(plan.stdout)["memory"]["limit"]["bytes"]
+    env["CARGO_AGENT_PER_BUILD_MEMORY"] = f"{limit // 10 >> 20}M"  # 80% + 10% > 85%, and 2 slots
+    lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
+    gate = tmp_path / "go-A"
+    with (tmp_path / "A.err").open("w") as err:
+        holder = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=err, env={
+            **env, "FAKE_TAG": "A", "FAKE_NESTED": f"sh -c 'while [ ! -e {gate} ]; do sleep 0.02; done'"})
+    mounted = False
+    try:
+        wait_for(lambda: "start A" in _log_text(env))
+        shutil.rmtree(lock_dir)
+        lock_dir.mkdir(mode=0o700)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(lock_dir)], check=True)
+        mounted = True
+        subprocess.run(f"head -c 1M /dev/zero > {lock_dir}/filler", shell=True, check=False)
+        wait_for(lambda: "could not take one in the new dir" in (tmp_path / "A.err").read_text())
+        assert "no space left on the device" in (tmp_path / "A.err").read_text()
+        (lock_dir / "filler").unlink()  # space is back; A runs on
+        waiter = subprocess.run(agent_command("build"), cwd=virtual_ws, capture_output=True, text=True, timeout=60,
+                                env={**env, "FAKE_TAG": "B", "CARGO_AGENT_WAIT_TIMEOUT": "2s"})
+        assert "start B" not in _log_text(env)
+        assert waiter.returncode == 75 and "does not fit" in waiter.stderr, waiter.stderr
+        gate.touch()
+        assert holder.wait(60) == 0
+    finally:
+        gate.touch()
+        holder.kill()
+        holder.wait()
+        if mounted:
+            subprocess.run(["umount", "-l", str(lock_dir)], check=False)
