@@ -380,6 +380,29 @@ def try_lock(fd: int, shared: bool = False) -> bool:
         return False
 
 
+def held_elsewhere(path: str | os.PathLike[str]) -> bool | None:
+    """Whether another open file holds a flock on this lock file, without reading /proc/locks: a
+    non-blocking shared try, let go at once. False if there is no such file; None if it cannot
+    be told (not a file this module would open)."""
+    import fcntl
+
+    try:
+        fd = open_file(path, READ, 0, create=False)
+    except FileNotFoundError:
+        return False
+    except (OSError, UsageError):
+        return None
+    try:
+        if try_lock(fd, shared=True):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def locked_inodes() -> dict[tuple[int, int], int]:
     """(device, inode) -> pid (the first listed) for every flock held on the host (no locking)."""
     return {key: pids[0] for key, pids in lock_holders().items()}

@@ -850,14 +850,21 @@ def _asides(settings: SlotSettings, before: int) -> list[Holder]:
     return found
 
 
-def _other_records(settings: SlotSettings, own_slot: int | None) -> bool:
-    """Whether a slot other than `own_slot` has a holder record. A build is admitted under the
-    queue mutex and writes its record before letting go of it, so with no record there is no
-    admitted build to count, and the read of /proc/locks is spared: it takes the kernel's
-    file-lock lock for writing, which waits for an RCU grace period (milliseconds), on every
-    build of an idle host."""
-    return any(k != own_slot and os.path.lexists(os.path.join(settings.lock_dir, f"slot-{k}.json"))
-               for k in range(settings.ceiling))
+def _others_held(settings: SlotSettings, own_slot: int | None) -> bool:
+    """Whether a slot other than `own_slot` may be held by a build: it has a holder record, or
+    its lock is held (lockdir.held_elsewhere: a probe, no /proc/locks). Only then are the
+    holders counted from /proc/locks, whose first read in a process takes the kernel's
+    file-lock lock for writing and waits for an RCU grace period (milliseconds), on every build
+    of an idle host. A record alone does not tell: a holder can have none (a build that took a
+    slot in a replaced lock dir and could not write its record there, a full disk; one between
+    taking that slot and writing its record, not under the queue mutex)."""
+    for k in range(settings.ceiling):
+        if k == own_slot:
+            continue
+        if os.path.lexists(os.path.join(settings.lock_dir, f"slot-{k}.json")) \
+                or lockdir.held_elsewhere(os.path.join(settings.lock_dir, f"slot-{k}.lock")) is not False:
+            return True
+    return False
 
 
 def memory_verdict(settings: SlotSettings, env: Mapping[str, str], predicted: int | None,
@@ -884,7 +891,7 @@ def memory_verdict(settings: SlotSettings, env: Mapping[str, str], predicted: in
     if predicted is None or not reading.total:
         return None, False
     held = [h for h in holders(settings) if h.slot != own_slot] \
-        if _other_records(settings, own_slot) else []  # the slot we try-locked is not a build
+        if _others_held(settings, own_slot) else []  # the slot we try-locked is not a build
     if not held:
         return None, False
     budget = int(reading.total * settings.mem_high / 100)
