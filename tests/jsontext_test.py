@@ -74,6 +74,16 @@ def test_malformed_text_is_a_value_error_in_a_process_without_json(text: str) ->
     assert result.stdout.strip() == "ValueError", result.stderr
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "x"])
+def test_nesting_past_the_recursion_limit_is_a_value_error(text: str) -> None:
+    """json raises RecursionError there; every reader of these texts reads hostile files (a
+    record planted in a shared lock dir) and catches ValueError: a traceback otherwise."""
+    with pytest.raises(RecursionError):
+        json.loads(text)
+    with pytest.raises(ValueError, match="nested too deep"):
+        jsontext.loads(text)
+
+
 def test_it_imports_neither_json_nor_re() -> None:
     probe = ("import sys\nfrom cargo_agent import jsontext\n"
              "assert jsontext.loads(jsontext.dumps({'a': [1, 2.5, None, 'x']})) == {'a': [1, 2.5, None, 'x']}\n"

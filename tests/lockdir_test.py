@@ -288,7 +288,8 @@ def test_a_full_filesystem_is_one_error_line_for_a_real_user(agent: users.Accoun
 
 POISON = ["[1, 2]", "42", '"text"', "null", "{", '{"pid": "x", "command": 5, "admitted": "soon"}',
           '{"pid": -1, "slot": 1e400, "admitted": 1e400}', '{"pid": 100000000000000000000000}',
-          '{"command": [1, null, {"a": 2}], "user": 7, "cwd": []}']
+          '{"command": [1, null, {"a": 2}], "user": 7, "cwd": []}',
+          "[" * 100_000]  # nested past the recursion limit: a RecursionError, not a ValueError, from json
 
 
 def test_poisoned_json_is_ignored_by_status_and_waiting_builds_and_named_by_doctor(
@@ -322,7 +323,7 @@ def test_poisoned_json_is_ignored_by_status_and_waiting_builds_and_named_by_doct
         assert "waiting for a build slot" in waiter.stderr and "Traceback" not in waiter.stderr
         doctor = run_agent("--doctor", cwd=virtual_ws, env=env, timeout=60)
         assert "malformed record ignored: slot-0.json" in doctor.stdout, doctor.stdout
-        assert "runs.jsonl: 5 lines not a JSON object" in doctor.stdout, doctor.stdout  # 5 of POISON
+        assert "runs.jsonl: 6 lines not a JSON object" in doctor.stdout, doctor.stdout  # 6 of POISON
         assert "malformed record ignored: queue/" in doctor.stdout, doctor.stdout
     finally:
         for fd in held_tickets:
