@@ -2,7 +2,8 @@
 `json` package itself runs, without importing the package: `json` brings `re`, `enum` and
 `functools` with it, several milliseconds on every build. `dumps` gives what `json.dumps`
 gives (with its default or its compact separators) and `loads` reads what `json.loads` reads
-from a str; tests/jsontext_test.py holds them against each other. A Python without those C
+from a str (text nested past the recursion limit is a ValueError here, a RecursionError
+there); tests/jsontext_test.py holds them against each other. A Python without those C
 parts gets the `json` package itself.
 """
 
@@ -66,10 +67,14 @@ def dumps(value: object, compact: bool = False) -> str:
 
 
 def loads(text: str) -> Any:
-    """`json.loads(text)`; malformed text raises ValueError."""
+    """`json.loads(text)`; malformed text raises ValueError, and so does text nested past the
+    recursion limit (json raises RecursionError there): every caller reads files anybody of a
+    shared lock dir's group may have written, and catches ValueError."""
     start = len(text) - len(text.lstrip(WHITESPACE))
     try:
         value, end = _codecs()["scan"](text, start)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
     except (StopIteration, SystemError):
         # Malformed. The C scanner words most errors with json.decoder's exception class, which
         # it looks up only among modules already imported (else: SystemError); json itself
