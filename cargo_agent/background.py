@@ -15,10 +15,12 @@ class Stop:
     """A flag one thread sets and another waits on (threading.Event's set/wait, nothing more)."""
 
     def __init__(self) -> None:
+        self._set = False  # read first: the lock is briefly taken by every wait() of a set Stop
         self._lock = _thread.allocate_lock()
         self._lock.acquire()  # held while not set
 
     def set(self) -> None:
+        self._set = True
         if self._lock.locked():
             try:
                 self._lock.release()
@@ -27,13 +29,15 @@ class Stop:
 
     def wait(self, timeout: float) -> bool:
         """True once set (at once if it was), False after `timeout` seconds."""
+        if self._set:
+            return True
         if self._lock.acquire(timeout=timeout):
             try:
                 self._lock.release()
             except RuntimeError:  # released by a set() meanwhile: still set
                 pass
             return True
-        return False
+        return self._set
 
 
 class Thread:
@@ -45,8 +49,8 @@ class Thread:
         self.started = False
 
     def start(self) -> None:
+        _thread.start_new_thread(self._run, ())  # raises when no thread can be made: not started
         self.started = True
-        _thread.start_new_thread(self._run, ())
 
     def _run(self) -> None:
         try:
