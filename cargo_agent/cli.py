@@ -12,12 +12,12 @@ import sys
 
 from cargo_agent import argv as argv_model
 from cargo_agent import passthrough
-from cargo_agent.errors import EXIT_SIGNAL_BASE, CargoAgentError, UsageError
+from cargo_agent.errors import EXIT_SIGNAL_BASE, CargoAgentError, OutputError, UsageError
 
 TYPE_CHECKING = False  # no runtime typing import: every command starts here
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import NoReturn
+    from typing import NoReturn, TextIO
 
 # Loop detection. Every cargo-agent adds one to CARGO_AGENT_DEPTH for what it runs; a real nested
 # build (a build script or test calling cargo) adds one level per nesting, a `cargo` wrapper that
@@ -53,10 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             code = run(args, dict(os.environ))
+            sys.stdout.flush()  # here, so that a closed pipe is seen here and not at interpreter exit
         except CargoAgentError as err:
             sys.stderr.write(err.render() + "\n")
             code = err.exit_code
-        sys.stdout.flush()  # here, so that a closed pipe is seen here and not at interpreter exit
         return code
     except KeyboardInterrupt:
         return EXIT_SIGNAL_BASE + 2
@@ -69,13 +69,60 @@ def launch() -> NoReturn:
     Output is flushed first; the interpreter's teardown of every loaded module, a few
     milliseconds on each call, is skipped: nothing of cargo-agent's needs it (no atexit hooks,
     every file is closed by `with`, the broker thread has stopped)."""
+    _standard_streams()
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - what cannot be written now was reported by main
             pass
     os._exit(code)
+
+
+def _standard_streams() -> None:
+    """fds 0-2 open, on /dev/null where the caller closed them (`>&-`): else the first file
+    opened here would take the number, and cargo, inheriting it, would write into a lock file.
+    Our stdout reports a failed write (a full disk, /dev/full) as an OutputError."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+    sys.stdout = _Output(sys.stdout)
+
+
+class _Output:
+    """sys.stdout, with a failed write or flush raised as an OutputError (a closed pipe stays a
+    BrokenPipeError: the reader went away, and cargo-agent stops quietly)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise OutputError(err) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise OutputError(err) from None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
 
 
 def reader_went_away() -> int:

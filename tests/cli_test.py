@@ -491,3 +491,30 @@ def test_dry_run_of_a_command_that_compiles_nothing_says_nothing_is_applied(virt
     compiling = run_agent("--dry-run", "build", "-p", "alpha", cwd=virtual_ws)
     assert "(was None)" not in compiling.stdout and "(was unset)" in compiling.stdout
     assert "RLIMIT_AS 4 GiB" in compiling.stdout
+
+
+def test_output_that_cannot_be_written_is_one_line_and_exit_74(virtual_ws: Path, agent_env: dict[str, str]) -> None:
+    """`--status > /dev/full`: no traceback, one error line, EX_IOERR."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(agent_command("--status"), cwd=virtual_ws, env=agent_env, stdout=full,
+                                stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 74, result.stderr
+    assert result.stderr == "error: cannot write cargo-agent's output: no space left on device\n"
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", "<&- >&- 2>&-"])
+def test_closed_standard_streams_are_neither_a_traceback_nor_a_lock_file(
+        virtual_ws: Path, fake_cargo_env: dict[str, str], tmp_path: Path, closed: str) -> None:
+    """With stdout closed by the caller, the first file cargo-agent opens would take fd 1, and
+    cargo, inheriting it, would write its output there: into a lock file. fds 0-2 are put on
+    /dev/null first."""
+    env = {**fake_cargo_env, "FAKE_NESTED": "echo OUTPUT-MARK; echo OUTPUT-MARK >&2"}
+    for args in (["build", "-p", "alpha"], ["--status"]):
+        command = " ".join(shlex.quote(a) for a in agent_command(*args))
+        result = subprocess.run(["sh", "-c", f"{command} {closed}; echo $? > {tmp_path / 'code'}"],
+                                cwd=virtual_ws, env=env, capture_output=True, text=True)
+        assert (tmp_path / "code").read_text().strip() == "0", result.stderr
+        assert "Traceback" not in result.stderr
+    for path in Path(env["CARGO_AGENT_LOCK_DIR"]).rglob("*"):
+        if path.is_file():
+            assert b"OUTPUT-MARK" not in path.read_bytes(), path
