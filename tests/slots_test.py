@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -16,6 +17,15 @@ from cargo_agent import config, slots
 
 # Every test here waits for a lock or a process: a hang fails in two minutes, not 300 s.
 pytestmark = pytest.mark.timeout(120)
+
+
+def _remove_dir(path: Path) -> None:
+    """Take a lock dir away at once, as an operator or a tmp cleaner does: renamed out of the way
+    first, then deleted. (rmtree alone races with the builds that recreate files in it: "Directory
+    not empty".)"""
+    gone = path.with_name(path.name + ".removed")
+    path.rename(gone)
+    shutil.rmtree(gone)
 
 
 def _events(log: Path) -> list[tuple[str, str, float]]:
@@ -304,7 +314,6 @@ def test_a_removed_lock_dir_keeps_the_count_and_the_queue_order(virtual_ws: Path
     """One slot: A holds it, B and C wait; the lock dir is deleted (an operator, a tmp cleaner).
     A takes a slot in the new dir, B and C queue again in their order, and D, arriving after,
     queues behind them: never two builds at once, starts in arrival order."""
-    import shutil
 
     env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
     lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
@@ -327,7 +336,7 @@ def test_a_removed_lock_dir_keeps_the_count_and_the_queue_order(virtual_ws: Path
         for tag in ("B", "C"):
             start(tag)
             wait_for(lambda tag=tag: _arrived(lock_dir, procs[tag].pid))
-        shutil.rmtree(lock_dir)
+        _remove_dir(lock_dir)
         # A holds a slot in the new dir, B and C hold tickets there.
         wait_for(lambda: f'"pid": {procs["A"].pid},' in ((lock_dir / "slot-0.json").read_text()
                                                         if (lock_dir / "slot-0.json").exists() else ""))
@@ -374,7 +383,6 @@ def test_a_build_whose_wrapper_died_still_counts_after_the_lock_dir_is_removed(
     holding the old slot), then the lock dir is deleted. That build cannot take a slot in the new dir, but the waiter,
     which queues again there, still counts it: neither the waiter nor a later arrival starts
     until that build is gone."""
-    import shutil
 
     env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
     lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
@@ -392,7 +400,7 @@ def test_a_build_whose_wrapper_died_still_counts_after_the_lock_dir_is_removed(
     try:
         wait_for(lambda: _arrived(lock_dir, waiter.pid))
         _kill_wrapper_and_supervisor(holder)  # the one case where a process of the build goes on
-        shutil.rmtree(lock_dir)
+        _remove_dir(lock_dir)
         wait_for(lambda: _arrived(lock_dir, waiter.pid))  # queued again in the new dir
         later = subprocess.Popen(agent_command("build"), cwd=virtual_ws, stderr=subprocess.DEVNULL,
                                  env={**env, "FAKE_TAG": "later"})
@@ -417,7 +425,6 @@ def test_a_holder_that_finds_no_slot_in_the_new_lock_dir_says_so_and_leaves_the_
     """A's wrapper is stopped while the lock dir is deleted and C takes the only slot of the new
     one (the documented window). A, continued, cannot take a slot there: one warning, and when A
     ends it must not delete C's holder record, which sits at the path A's record had."""
-    import shutil
 
     env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
     lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
@@ -433,7 +440,7 @@ def test_a_holder_that_finds_no_slot_in_the_new_lock_dir_says_so_and_leaves_the_
         start("A")
         wait_for(lambda: "start A" in _log_text(env))
         os.kill(procs["A"].pid, signal.SIGSTOP)
-        shutil.rmtree(lock_dir)
+        _remove_dir(lock_dir)
         start("C")
         wait_for(lambda: "start C" in _log_text(env))
         os.kill(procs["A"].pid, signal.SIGCONT)
@@ -460,7 +467,6 @@ def test_a_symlink_planted_where_the_lock_dir_was_is_refused_by_waiters_and_hold
         virtual_ws: Path, fake_cargo_env: dict[str, str], tmp_path: Path) -> None:
     """Red team: the lock dir is replaced by a symlink to a directory of someone else's choosing.
     The waiter stops with exit 2 naming it; the holder says it cannot follow, and runs on."""
-    import shutil
 
     env = {**fake_cargo_env, "CARGO_AGENT_SLOTS": "1"}
     lock_dir = Path(env["CARGO_AGENT_LOCK_DIR"])
@@ -476,7 +482,7 @@ def test_a_symlink_planted_where_the_lock_dir_was_is_refused_by_waiters_and_hold
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir(mode=0o700)
         while True:  # a waiter may recreate the dir between the two steps: then plant again
-            shutil.rmtree(lock_dir)
+            _remove_dir(lock_dir)
             try:
                 lock_dir.symlink_to(elsewhere)
                 break
@@ -616,7 +622,6 @@ def test_a_holder_without_a_record_still_counts_for_memory_admission(virtual_ws:
     but cannot write its holder record (one warning). Space comes back; B, predicted not to fit
     next to any running build, must wait for A: a held slot is a running build, record or not
     (admission skips the read of /proc/locks only when no other slot is held)."""
-    import shutil
 
     memory = tmp_path / "memory"
     memory.write_text("80")  # below mem_high 85%: only a prediction can hold a build back
@@ -634,7 +639,7 @@ def test_a_holder_without_a_record_still_counts_for_memory_admission(virtual_ws:
     mounted = False
     try:
         wait_for(lambda: "start A" in _log_text(env))
-        shutil.rmtree(lock_dir)
+        _remove_dir(lock_dir)
         lock_dir.mkdir(mode=0o700)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(lock_dir)], check=True)
         mounted = True
