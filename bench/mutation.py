@@ -51,6 +51,7 @@ class Target:
     path: str  # the module, relative to the repo root
     tests: tuple[str, ...]  # test files run per mutant, the quickest killers first (pytest -x stops early)
     only: tuple[str, ...] = ()  # top-level functions/classes to mutate; empty: the whole module
+    keyword: str = ""  # a pytest -k expression narrowing the tests run per mutant; empty: all of them
 
 
 # The modules that decide. To add one, add a row: e.g. "tokens", "linkgate", "host", or
@@ -60,7 +61,10 @@ TARGETS: dict[str, Target] = {
     "argv": Target("cargo_agent/argv.py", ("tests/argv_test.py", "tests/policy_test.py")),
     "config": Target("cargo_agent/config.py", ("tests/config_test.py", "tests/badinput_test.py",
                                                "tests/fuzz_test.py", "tests/docs_test.py")),
-    "lint": Target("cargo_agent/lint.py", ("tests/lint_test.py", "tests/fuzz_test.py")),
+    # lint: its own tests without the slow ones that check nothing new about lint.py (docs/mutation.md):
+    # fuzz_test's config tests, and the pre-commit hook install (4 s; what it checks, main() tests check).
+    "lint": Target("cargo_agent/lint.py", ("tests/lint_test.py", "tests/fuzz_test.py"),
+                   keyword="lint and not pre_commit"),
 }
 
 _CMP_FLIP: dict[type[ast.cmpop], type[ast.cmpop]] = {
@@ -402,10 +406,11 @@ class Runner:
         finally:
             self.copies.put(copy)
 
-    def _pytest(self, copy: Path, tests: tuple[str, ...], timeout: float | None) -> tuple[str, float, str]:
+    def _pytest(self, copy: Path, tests: tuple[str, ...], timeout: float | None,
+                keyword: str = "") -> tuple[str, float, str]:
         basetemp = copy.parent / "pytest-tmp"
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", f"--basetemp={basetemp}",
-                   "--hypothesis-seed=0", *tests]
+                   "--hypothesis-seed=0", *(["-k", keyword] if keyword else []), *tests]
         start = time.monotonic()
         process = subprocess.Popen(command, cwd=copy, env=self.env(copy), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -439,7 +444,7 @@ class Runner:
         """Run the tests on unmutated code: they must pass; their time sets the per-mutant timeout."""
         copy = self.copies.get()
         try:
-            status, seconds, _ = self._pytest(copy, self.tests(copy, target), None)
+            status, seconds, _ = self._pytest(copy, self.tests(copy, target), None, target.keyword)
         finally:
             self.copies.put(copy)
         if status != "survived":
@@ -458,9 +463,9 @@ class Runner:
         original = module.read_text()
         try:
             module.write_text(mutant.apply(original))
-            status, seconds, detail = self._pytest(copy, self.tests(copy, target), timeout)
+            status, seconds, detail = self._pytest(copy, self.tests(copy, target), timeout, target.keyword)
             if status == "timeout":  # a busy machine is not a loop: confirm with a longer limit
-                status, seconds, detail = self._pytest(copy, self.tests(copy, target), 3 * timeout)
+                status, seconds, detail = self._pytest(copy, self.tests(copy, target), 3 * timeout, target.keyword)
         finally:
             module.write_text(original)
             self.copies.put(copy)
@@ -590,8 +595,9 @@ def main(argv: list[str] | None = None) -> int:
             tests = runner.tests(runner.snapshot, target)
             base = runner.baseline(target)
             timeout = args.timeout or 3 * base + 30
+            selection = " ".join(tests) + (f" -k {target.keyword!r}" if target.keyword else "")
             print(f"{name}: {len(chosen)} of {len(every) - equivalent} mutants ({equivalent} equivalent), "
-                  f"tests {', '.join(tests)}: {base:.1f} s unmutated, timeout {timeout:.0f} s", file=sys.stderr)
+                  f"tests {selection}: {base:.1f} s unmutated, timeout {timeout:.0f} s", file=sys.stderr)
             outcomes = run_all(runner, chosen, target, timeout, args.jobs)
             outcomes.sort(key=lambda o: (o.mutant.start, o.mutant.end, o.mutant.id))
             killed = sum(1 for o in outcomes if o.status != "survived")
@@ -599,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
             how = "chosen by --id" if args.id else f"sample, seed {args.seed}"
             count = f"{len(chosen)} of {len(every) - equivalent} ({how})" if sampled else str(len(chosen))
             score = f"{100 * killed / len(chosen):.1f} %" if chosen else "n/a"
-            rows.append({"path": target.path, "tests": ", ".join(Path(t).stem for t in tests), "mutants": count,
+            named = ", ".join(Path(t).stem for t in tests) + (f" (-k '{target.keyword}')" if target.keyword else "")
+            rows.append({"path": target.path, "tests": named, "mutants": count,
                          "killed": killed, "equivalent": equivalent, "score": score})
             report.extend({"id": o.mutant.id, "where": o.mutant.where, "operator": o.mutant.operator,
                            "mutation": o.mutant.description, "line": o.mutant.line_text, "status": o.status,
