@@ -319,7 +319,7 @@ class _Scanner:
                 i += 1
                 while i < n and text[i] in "<>&|-":
                     i += 1
-                redirect_target = True
+                redirect_target = text[i - 1] != "-"  # `2>&-` closes the fd: no target follows
             elif c in ";&|":
                 end_command()
                 while i < n and text[i] in ";&|":
@@ -540,7 +540,10 @@ def _skip_options(words: list[Word], i: int, wrapper: Wrapper) -> tuple[int, Wor
         elif _ASSIGNMENT.match(text):
             i += 1
         else:
-            return i + wrapper.positionals, None, False
+            i += wrapper.positionals
+            if i < len(words) and words[i].text in wrapper.string_options:  # `flock FILE -c CMD`
+                return len(words), (words[i + 1] if i + 1 < len(words) else None), False
+            return i, None, False
     return i, None, False
 
 

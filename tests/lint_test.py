@@ -382,3 +382,443 @@ def test_a_file_that_is_not_text_has_no_findings(tmp_path: Path) -> None:
     path = tmp_path / "README.md"
     path.write_bytes(b"```sh\ncargo test \xff\xfe\n```\n")
     assert lint.lint_file(path) == []
+
+
+# ---- issue 18: every entry of the lint's tables, and where each extractor says a command is ------
+
+def findings_of(tmp_path: Path, name: str, content: str) -> list[tuple[int, int, str]]:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return [(f.line, f.col, f.code) for f in lint.lint_file(path)]
+
+
+def test_the_rule_codes_and_names_are_the_documented_ones() -> None:
+    assert lint.RULES == {"CA001": "bare-cargo", "CA002": "unscoped-test", "CA003": "all-targets",
+                          "CA004": "all-features-tests"}
+
+
+def test_only_a_bare_cargo_finding_is_fixable(tmp_path: Path) -> None:
+    path = tmp_path / "s.sh"
+    path.write_text("cargo build -p a\ncargo test\ncargo-agent test\nsudo cargo build -p a\n")
+    assert [(f.line, f.code, f.fixable) for f in lint.lint_file(path)] == [
+        (1, "CA001", True), (2, "CA001", False), (2, "CA002", False), (3, "CA002", False), (4, "CA001", False)]
+
+
+def test_findings_and_command_lines_are_values() -> None:
+    import dataclasses
+
+    finding = lint.Finding(Path("a.md"), 1, 2, "CA001", "m")
+    command = lint.CommandLine(1, 0, "cargo build")
+    assert not finding.fixable and not command.make
+    assert len({finding, lint.Finding(Path("a.md"), 1, 2, "CA001", "m")}) == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        finding.line = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        command.text = "cargo test"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("language", ["", "sh", "bash", "shell", "zsh", "shell-session", "terminal", "SH", "Bash"])
+def test_every_shell_fence_language_is_scanned(tmp_path: Path, language: str) -> None:
+    assert findings_of(tmp_path, "a.md", f"text\n{FENCE}{language}\ncargo build\n$ cargo check\n{FENCE}\n") == [
+        (3, 1, "CA001"), (4, 3, "CA001")]
+
+
+@pytest.mark.parametrize("language", ["console", "Console"])
+def test_a_console_fence_reads_prompt_lines_and_their_continuations_only(tmp_path: Path, language: str) -> None:
+    text = (f"{FENCE}{language}\n$ cargo build \\\n    -p a\n   Compiling a\ncargo build\n# cargo check\n"
+            f"  $ cargo doc\n{FENCE}\n")
+    assert findings_of(tmp_path, "a.md", text) == [(2, 3, "CA001"), (6, 3, "CA001"), (7, 5, "CA001")]
+
+
+@pytest.mark.parametrize("language", ["rust", "toml", "text", "python", "makefile", "yaml"])
+def test_other_fences_are_not_scanned(tmp_path: Path, language: str) -> None:
+    assert findings_of(tmp_path, "a.md", f"{FENCE}{language}\ncargo build\n$ cargo build\n{FENCE}\n") == []
+
+
+def test_fences_indented_tilde_and_longer_and_what_closes_them(tmp_path: Path) -> None:
+    text = ("  ~~~sh\n  cargo build\n  ~~~\n"  # indented, with tildes
+            "````bash\ncargo build\n```not a close\ncargo check\n````\n"  # closed only by a bare fence
+            "`cargo doc` after the fences\n")
+    assert findings_of(tmp_path, "a.md", text) == [(2, 3, "CA001"), (5, 1, "CA001"), (7, 1, "CA001"),
+                                                 (9, 2, "CA001")]
+
+
+def test_an_unclosed_fence_is_not_scanned_and_hides_what_follows(tmp_path: Path) -> None:
+    assert findings_of(tmp_path, "a.md", f"{FENCE}sh\ncargo build\n`cargo check`\n") == []
+
+
+def test_inline_code_spans_and_their_columns(tmp_path: Path) -> None:
+    text = "Run `cargo build -p a` or ``cargo check`` or `x` then `cargo doc`.\n"
+    assert findings_of(tmp_path, "a.md", text) == [(1, 6, "CA001"), (1, 56, "CA001")]
+
+
+def test_dockerfile_run_lines_flags_continuations_and_columns(tmp_path: Path) -> None:
+    text = ("FROM rust\nrun  --mount=type=cache,target=/x --network=none  cargo build \\\n  && cargo test -p a\n"
+            "RUN echo hi && \\\n    cargo doc\nCMD cargo build\n  RUN cargo check \\")
+    # a continued command is reported on its first line, at its column in the joined text
+    assert findings_of(tmp_path, "Dockerfile", text) == [(2, 51, "CA001"), (2, 67, "CA001"), (4, 17, "CA001"),
+                                                         (7, 7, "CA001")]
+
+
+@pytest.mark.parametrize("indicator", ["|", ">", "|-", ">-", "|+", ">+"])
+def test_yaml_block_scalars_of_every_kind(tmp_path: Path, indicator: str) -> None:
+    text = (f"steps:\n  - run: {indicator}\n      cargo build\n\n        cargo check \\\n        -p a\n"
+            "    name: cargo build\n  - run: cargo doc\n")
+    assert findings_of(tmp_path, "ci.yml", text) == [(3, 7, "CA001"), (5, 9, "CA001"), (8, 10, "CA001")]
+
+
+def test_yaml_inline_run_values_plain_and_quoted(tmp_path: Path) -> None:
+    text = "a:\n  run: 'cargo check'\n  run: \"cargo doc\"\n  x: cargo build\nrun:   cargo build -p a\nrun:\n"
+    assert findings_of(tmp_path, "ci.yaml", text) == [(2, 9, "CA001"), (3, 9, "CA001"), (5, 8, "CA001")]
+
+
+def test_makefile_recipes_prefixes_and_columns(tmp_path: Path) -> None:
+    text = ("x:\n\t@-cargo build\n  cargo check\n    +cargo doc\n\ncargo build -p a\nall: ; echo\n"
+            "X = cargo build\n")
+    assert findings_of(tmp_path, "Makefile", text) == [(2, 4, "CA001"), (3, 3, "CA001"), (4, 6, "CA001")]
+    assert findings_of(tmp_path, "justfile", text) == [(2, 4, "CA001"), (3, 3, "CA001"), (4, 6, "CA001")]
+
+
+def test_make_variables_in_a_makefile_and_commands_in_a_justfile(tmp_path: Path) -> None:
+    text = "b:\n\techo $(cargo build) ${cargo check} $$(cargo doc)\n"
+    assert findings_of(tmp_path, "Makefile", text) == [(2, 40, "CA001")]
+    assert findings_of(tmp_path, "justfile", "b:\n    echo $(cargo build) ${cargo check}\n") == [(2, 12, "CA001")]
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("a.md", "markdown"), ("A.MARKDOWN", "markdown"), ("b.sh", "shell"), ("b.bash", "shell"), ("b.zsh", "shell"),
+    ("Makefile", "makefile"), ("makefile", "makefile"), ("GNUmakefile", "makefile"), ("rules.mk", "makefile"),
+    ("justfile", "justfile"), (".justfile", "justfile"), ("build.just", "justfile"), ("Dockerfile", "dockerfile"),
+    ("Dockerfile.dev", "dockerfile"), ("app.dockerfile", "dockerfile"), ("ci.yml", "yaml"), ("ci.YAML", "yaml"),
+    ("notes.txt", None), ("main.rs", None), ("Cargo.toml", None), ("README", None),
+])
+def test_kind_by_name(tmp_path: Path, name: str, kind: str | None) -> None:
+    path = tmp_path / name
+    path.write_text("cargo build\n")
+    assert lint.kind_of(path) == kind
+
+
+@pytest.mark.parametrize(("head", "kind"), [
+    ("#!/bin/sh", "shell"), ("#!/bin/bash -e", "shell"), ("#!/usr/bin/env zsh", "shell"), ("#!/bin/dash", "shell"),
+    ("#!/bin/ksh", "shell"), ("#!/usr/bin/env python3", None), ("#!/bin/fish", None), ("# sh", None),
+    ("#!/bin/bashful", None), ("x\n#!/bin/sh", None), ("#!" + " " * 200 + "/bin/sh", None),
+])
+def test_kind_by_shebang_in_the_first_200_bytes(tmp_path: Path, head: str, kind: str | None) -> None:
+    path = tmp_path / "run"
+    path.write_text(head + "\ncargo build\n")
+    assert lint.kind_of(path) == kind
+    assert lint.main([str(path)]) == (1 if kind else 0)
+
+
+def test_a_file_without_suffix_that_cannot_be_read_has_no_kind(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    assert lint.kind_of(tmp_path / "run") is None
+    assert lint.lint_file(tmp_path / "run") == []
+    assert lint.lint_file(tmp_path / "run", "shell") == []
+
+
+@pytest.mark.parametrize("skipped", [".git", "target", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache",
+                                     ".ruff_cache", ".pytest_cache", ".hypothesis"])
+def test_a_directory_walk_skips_build_and_tool_directories(tmp_path: Path, skipped: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path, {f"{skipped}/a.md": "`cargo build`\n", f"docs/{skipped}x/a.md": "`cargo build`\n",
+                          "z.md": "`cargo build`\n"})
+    assert lint.main([str(tmp_path)]) == 1
+    message = "CA001 bare-cargo: `cargo build` runs without build slots or limits; use `cargo-agent build`"
+    assert capsys.readouterr().out.splitlines() == [f"{tmp_path}/z.md:1:2: {message}",
+                                                    f"{tmp_path}/docs/{skipped}x/a.md:1:2: {message}"]
+
+
+def test_a_directory_walk_is_in_name_order(tmp_path: Path) -> None:
+    write_tree(tmp_path, {name: "`cargo build`\n" for name in ["b.md", "a.md", "c/a.md", "a/z.md", "B.md"]})
+    assert [str(p.relative_to(tmp_path)) for p in lint.iter_files([str(tmp_path)])] == [
+        "B.md", "a.md", "b.md", "a/z.md", "c/a.md"]  # a directory's files, then its subdirectories
+
+
+def test_the_bare_cargo_message_names_the_word_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "s.sh"
+    path.write_text("/usr/bin/cargo build -p a\ncargo test -p a\n\"$CARGO\" check -p a\n")
+    assert [f.message for f in lint.lint_file(path)] == [
+        "bare-cargo: `/usr/bin/cargo build` runs without build slots or limits; use `cargo-agent build`",
+        "bare-cargo: `cargo test` runs without build slots or limits; use `cargo-agent test`",
+        "bare-cargo: `$CARGO check` runs without build slots or limits; use `cargo-agent check`"]
+
+
+@pytest.mark.parametrize(("line", "codes"), [
+    ("cargo test  # cargo-agent: allow", []),
+    ("cargo test  # cargo-agent:allow CA002", ["CA001"]),
+    ("cargo test  # cargo-agent: allow CA001 CA002", []),
+    ("cargo test  # cargo-agent: allowed", ["CA001", "CA002"]),
+    ("cargo test  # cargo-agent: allow CA1", []),  # not a code: the whole line is allowed
+    ("cargo test  # cargo agent: allow", ["CA001", "CA002"]),
+])
+def test_allow_comments_and_their_codes(tmp_path: Path, line: str, codes: list[str]) -> None:
+    assert [c for _, _, c in findings_of(tmp_path, "s.sh", line + "\n")] == codes
+
+
+def test_an_allow_comment_covers_its_line_and_the_next_only(tmp_path: Path) -> None:
+    text = "# cargo-agent: allow CA001\ncargo build\ncargo check\ncargo doc # cargo-agent: allow\n"
+    assert findings_of(tmp_path, "s.sh", text) == [(3, 1, "CA001")]
+    assert findings_of(tmp_path, "t.sh", "cargo build\n# cargo-agent: allow\n") == [(1, 1, "CA001")]
+
+
+def test_fix_rewrites_every_cargo_of_a_line_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "s.sh"
+    path.write_text("cargo build -p a && cargo\tcheck -p a; cargo doc\nx=1\n`cargo` build\ncargo\\\n build -p a\n")
+    assert lint.main(["--fix", str(path)]) == 1  # the quoted and the continued one stay
+    assert path.read_text() == ("cargo-agent build -p a && cargo-agent\tcheck -p a; cargo-agent doc\nx=1\n"
+                                "`cargo` build\ncargo\\\n build -p a\n")
+
+
+def test_fix_reports_how_many_it_made_and_leaves_a_clean_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "s.sh"
+    path.write_text("cargo build -p a\ncargo check -p a\n")
+    assert lint.fix_file(path, lint.lint_file(path)) == 2
+    assert path.read_text() == "cargo-agent build -p a\ncargo-agent check -p a\n"
+    before = path.stat().st_mtime_ns
+    assert lint.fix_file(path, lint.lint_file(path)) == 0
+    assert path.stat().st_mtime_ns == before
+
+
+def test_help_unknown_options_and_a_lone_dash(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert lint.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cargo-agent-lint [--fix] [PATH...]\n\ncargo-agent-lint: find commands")
+    assert "CA004 all-features-tests" in out
+    assert lint.main(["-h"]) == 0
+    assert capsys.readouterr().out == out
+    assert lint.main(["-x", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: unknown option '-x' (accepted: --fix, --help)\n"
+    assert lint.main(["-"]) == 2
+    assert capsys.readouterr().err == "error: no such file or directory: -\n"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.md").write_text("`cargo build`\n")
+    monkeypatch.setattr(sys, "argv", ["cargo-agent-lint"])
+    assert lint.main() == 1  # no path: the current directory
+    assert capsys.readouterr().out.startswith("a.md:1:2: CA001")
+    monkeypatch.setattr(sys, "argv", ["cargo-agent-lint", "--fix"])
+    assert lint.main() == 0
+    assert (tmp_path / "a.md").read_text() == "`cargo-agent build`\n"
+    assert capsys.readouterr().out == ""
+
+
+# Written from each tool's manual page, not copied from lint.WRAPPERS: the options that take a value
+# (short letters, long names), the arguments before the command, and what the tool is.
+WRAPPER_MANUALS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "sudo": ("ugCDhprtTU", ("user", "group", "close-from", "chdir", "host", "prompt", "role", "type",
+                            "command-timeout", "other-user"), ""),
+    "doas": ("uC", (), ""),
+    "runuser": ("ugG", ("user", "group", "supp-group"), ""),
+    "su": ("gGs", ("group", "supp-group", "shell"), ""),
+    "chroot": ("", ("userspec", "groups"), "/srv/root"),
+    "env": ("uC", ("unset", "chdir"), ""),
+    "nice": ("n", ("adjustment",), ""),
+    "nohup": ("", (), ""),
+    "time": ("fo", ("format", "output"), ""),
+    "timeout": ("sk", ("signal", "kill-after"), "60"),
+    "gtimeout": ("sk", ("signal", "kill-after"), "60"),
+    "ionice": ("cnp", ("class", "classdata", "pid"), ""),
+    "stdbuf": ("ioe", ("input", "output", "error"), ""),
+    "xargs": ("nIPLdaEs", ("max-args", "replace", "max-procs", "max-lines", "delimiter", "arg-file", "eof",
+                           "max-chars", "process-slot-var"), ""),
+    "exec": ("a", (), ""),
+    "command": ("", (), ""),
+    "builtin": ("", (), ""),
+    "chrt": ("TPD", ("sched-runtime", "sched-period", "sched-deadline"), "10"),
+    "taskset": ("", ("cpu-list",), "0x3"),
+    "setsid": ("", (), ""),
+    "flock": ("wE", ("timeout", "wait", "conflict-exit-code"), "/tmp/lock"),
+    "unbuffer": ("", (), ""),
+    "numactl": ("CNmpiP", ("physcpubind", "cpunodebind", "membind", "preferred", "interleave", "preferred-many"),
+                ""),
+    "prlimit": ("p", ("pid",), ""),
+    "cgexec": ("g", (), ""),
+    "systemd-run": ("pEMuH", ("unit", "property", "slice", "uid", "gid", "nice", "working-directory", "setenv",
+                              "description", "machine", "host", "on-calendar"), ""),
+    "watch": ("n", ("interval",), ""),
+    "caffeinate": ("tw", (), ""),
+    "faketime": ("", (), "@2000-01-01"),
+    "cpulimit": ("lpe", ("limit", "pid", "exe"), ""),
+    "eatmydata": ("", (), ""),
+    "chronic": ("", (), ""),
+    "catchsegv": ("", (), ""),
+    "strace": ("oepsuEabIOSX", ("output",), ""),
+    "unshare": ("SGRw", ("setuid", "setgid", "root", "wd"), ""),
+    "script": ("", (), ""),
+    "nix-shell": ("pAI", ("packages", "attr"), ""),
+    "sh": ("o", ("rcfile", "init-file"), ""), "bash": ("o", ("rcfile", "init-file"), ""),
+    "dash": ("o", ("rcfile", "init-file"), ""), "zsh": ("o", ("rcfile", "init-file"), ""),
+    "ksh": ("o", ("rcfile", "init-file"), ""),
+}
+PRIVILEGED = {"sudo", "doas", "runuser", "su", "chroot"}
+
+
+def _wrapped(name: str, options: str) -> str:
+    lead, positional = ("run stable", "") if name == "rustup" else ("", WRAPPER_MANUALS[name][2])
+    return " ".join(filter(None, [name, lead, options, positional, "cargo build -p a"]))
+
+
+WRAPPED = [_wrapped(name, "") for name in WRAPPER_MANUALS] + ["rustup run stable cargo build -p a"]
+WRAPPED += [_wrapped(name, f"-{letter} V") for name, (letters, _, _) in WRAPPER_MANUALS.items() for letter in letters]
+WRAPPED += [_wrapped(name, f"--{option} V") for name, (_, options, _) in WRAPPER_MANUALS.items()
+            for option in options]
+WRAPPED += [_wrapped(name, f"--{option}=V") for name, (_, options, _) in WRAPPER_MANUALS.items()
+            for option in options[:1]]
+
+
+@pytest.mark.parametrize("line", WRAPPED)
+def test_every_wrapper_and_every_option_that_takes_a_value(line: str) -> None:
+    """`sudo -u V cargo build`: V is the option's value, not the command; cargo is found, under the
+    wrapper, and --fix may rewrite it unless the wrapper runs it as another user."""
+    name = line.split()[0]
+    [found] = list(lint.invocations(line))
+    assert (found.program, found.args, line[found.word.start:]) == ("cargo", ["build", "-p", "a"], "cargo build -p a")
+    assert found.fixable == (name not in PRIVILEGED) and not found.nested
+
+
+@pytest.mark.parametrize("line", [
+    "sudo -Eu bob cargo build", "nice -n10 cargo build", "sudo -- cargo build", "timeout -- 60 cargo build",
+    "env A=1 B=2 cargo build", "xargs -n1 -- cargo build", "env -i -- cargo build", "/usr/bin/env cargo build",
+])
+def test_wrapper_option_clusters_attached_values_and_double_dash(line: str) -> None:
+    assert [(i.args, line[i.word.start:]) for i in lint.invocations(line)] == [(["build"], "cargo build")]
+
+
+@pytest.mark.parametrize("line", [
+    "sudo -u", "nice -n", "sudo --user", "bash -c", "nix-shell --run", "env -u X", "rustup run", "rustup",
+    "rustup show cargo build", "rustup cargo build", "command -v cargo build", "command -V cargo build",
+    "timeout 60", "sudo -u bob", "flock /tmp/l -c",
+])
+def test_a_wrapper_with_nothing_to_run_runs_nothing(line: str) -> None:
+    assert list(lint.invocations(line)) == []
+
+
+@pytest.mark.parametrize(("line", "program"), [
+    ("sh -c 'cargo build -p a'", "sh"), ("dash -c 'cargo build -p a'", "dash"), ("zsh -c 'cargo build -p a'", "zsh"),
+    ("ksh -c 'cargo build -p a'", "ksh"), ("bash -ec 'cargo build -p a'", "bash"),
+    ("bash -o pipefail -c 'cargo build -p a'", "bash"), ("bash --rcfile x -c 'cargo build -p a'", "bash"),
+    ("bash --init-file x -c 'cargo build -p a'", "bash"),
+    ("su -c 'cargo build -p a' bob", "su"), ("su --command 'cargo build -p a' bob", "su"),
+    ("su --command='cargo build -p a' bob", "su"), ("runuser -u bob -c 'cargo build -p a'", "runuser"),
+    ("runuser --command 'cargo build -p a' bob", "runuser"), ("flock /tmp/l -c 'cargo build -p a'", "flock"),
+    ("flock --command 'cargo build -p a' /tmp/l", "flock"), ("env -S 'cargo build -p a'", "env"),
+    ("env --split-string 'cargo build -p a'", "env"), ("env --split-string='cargo build -p a'", "env"),
+    ("script -c 'cargo build -p a' log", "script"), ("nix-shell --run 'cargo build -p a'", "nix-shell"),
+    ("nix-shell --command 'cargo build -p a'", "nix-shell"),
+])
+def test_every_option_whose_value_is_a_command_line(line: str, program: str) -> None:
+    [found] = list(lint.invocations(line))
+    assert (found.program, found.args, found.nested, found.fixable) == ("cargo", ["build", "-p", "a"], True, False)
+
+
+def test_a_command_string_reports_the_column_of_the_string(tmp_path: Path) -> None:
+    assert findings_of(tmp_path, "s.sh", "echo; sh -c 'cargo build -p a'\n") == [(1, 13, "CA001")]
+    assert findings_of(tmp_path, "t.sh", "su --command='cargo build -p a' x\n") == [(1, 4, "CA001")]
+
+
+@pytest.mark.timeout(60)
+def test_command_strings_nest_eight_deep_and_no_deeper() -> None:
+    def tower(depth: int) -> str:
+        line = "cargo build"
+        for _ in range(depth):
+            line = "sh -c " + shlex.quote(line)
+        return line
+
+    assert [i.args for i in lint.invocations(tower(8))] == [["build"]]
+    assert list(lint.invocations(tower(9))) == []
+
+
+@pytest.mark.parametrize("word", ["if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}",
+                                  "esac", "coproc"])
+def test_every_reserved_word_puts_the_next_word_in_command_position(word: str) -> None:
+    assert [i.args for i in lint.invocations(f"{word} cargo build")] == [["build"]]
+
+
+@pytest.mark.parametrize("word", ["for", "select", "case", "in", "[[", "]]", "';;'"])
+def test_clauses_that_are_not_commands_run_nothing(word: str) -> None:
+    assert list(lint.invocations(f"{word} cargo build")) == []
+
+
+def test_a_function_keyword_and_its_name_are_not_the_command() -> None:
+    assert [i.args for i in lint.invocations("function f { cargo build; }")] == [["build"]]
+    assert [i.args for i in lint.invocations("function f cargo build")] == [["build"]]
+
+
+@pytest.mark.parametrize(("word", "program"), [
+    ("cargo", "cargo"), ("cargo-agent", "cargo-agent"), ("./bin/cargo-agent", "cargo-agent"), ("$CARGO", "cargo"),
+    ("${CARGO}", "cargo"), ("${CARGO:-cargo}", "cargo"), ("${CARGO-cargo}", "cargo"), ("${CARGO:=cargo}", "cargo"),
+    ("${CARGO+x}", "cargo"), ("${CARGO?unset}", "cargo"), ("$CARGO_HOME", None), ("${CARGO_HOME}", None),
+    ("${CARGO#x}", None), ("cargos", None), ("xcargo", None), ("$(CARGO)", None),
+])
+def test_which_words_are_cargo(word: str, program: str | None) -> None:
+    assert [i.program for i in lint.invocations(f"{word} build")] == ([program] if program else [])
+
+
+def test_cargo_as_a_make_variable(tmp_path: Path) -> None:
+    assert findings_of(tmp_path, "Makefile", "b:\n\t$(CARGO) build\n\t${CARGO} check\n") == [(2, 2, "CA001"),
+                                                                                          (3, 2, "CA001")]
+
+
+@pytest.mark.parametrize(("text", "literal"), [
+    ("cargo", True), ("\\cargo", False), ("'cargo'", False), ('"cargo"', False), ("car'go'", False),
+    ("$CARGO", False),
+])
+def test_only_a_plainly_written_word_is_literal(text: str, literal: bool) -> None:
+    [[word, _]] = lint.simple_commands(text + " build")
+    assert (word.text, word.literal) == ("cargo" if not text.startswith("$") else "$CARGO", literal)
+
+
+def words_of(text: str, make: bool = False) -> list[list[tuple[str, int, bool]]]:
+    return [[(w.text, w.start, w.literal) for w in command] for command in lint.simple_commands(text, make)]
+
+
+@pytest.mark.parametrize(("text", "commands"), [
+    # inside double quotes, a backslash escapes only " \ $ ` and a newline
+    ('a "b\\"c\\$d\\`e\\\\f\\xg" h', [[("a", 0, True), ('b"c$d`e\\f\\xg', 2, False), ("h", 21, True)]]),
+    ('"a\\\nb" c', [[("a\nb", 0, False), ("c", 7, True)]]),
+    ("a\\ b c", [[("a b", 0, False), ("c", 5, True)]]),
+    ("a 'b c' 'unclosed d", [[("a", 0, True), ("b c", 2, False), ("unclosed d", 8, False)]]),
+    ('a "unclosed b', [[("a", 0, True), ("unclosed b", 2, False)]]),
+    # expansions are kept as written and end no word
+    ("x$((1 + (2))) y", [[("x$((1 + (2)))", 0, False), ("y", 14, True)]]),
+    ("a ${b:-$(c)} d", [[("a", 0, True), ("${b:-$(c)}", 2, False), ("d", 13, True)]]),
+    ("a ${b", [[("a", 0, True), ("${b", 2, False)]]),
+    ("echo $ x$", [[("echo", 0, True), ("$", 5, False), ("x$", 7, False)]]),
+    ('"$x" "$(a b)"', [[("a", 8, True), ("b", 10, True)], [("$x", 0, False), ("$(...)", 5, False)]]),
+    ('"`a b`"', [[("a", 2, True), ("b", 4, True)], [("`...`", 0, False)]]),
+    # a backslash-newline joins, a comment starts only a word, operators split commands
+    ("a \\\nb", [[("a", 0, True), ("b", 2, True)]]),  # the word starts at the joining backslash
+    ("a#b c # d\nx", [[("a#b", 0, True), ("c", 4, True)], [("x", 10, True)]]),
+    ("x | y || z; w & v;;u", [[("x", 0, True)], [("y", 4, True)], [("z", 9, True)], [("w", 12, True)],
+                             [("v", 16, True)], [("u", 19, True)]]),
+    ("(a) b", [[("a", 1, True)], [("b", 4, True)]]),
+    # redirections drop their target, and only it; `>&-` closes a descriptor: no target follows
+    ("a >>log 2>&- b <&0 c &>>f d", [[("a", 0, True), ("b", 13, True), ("c", 19, True), ("d", 26, True)]]),
+    ("a >&2 b 2>/dev/null c <<<x d", [[("a", 0, True), ("b", 6, True), ("c", 20, True), ("d", 27, True)]]),
+    ("a12>x b", [[("a12", 0, True), ("b", 6, True)]]),
+    ("12>x b", [[("b", 5, True)]]),
+    ("a >(tee x) b", [[("tee", 4, True), ("x", 8, True)], [("a", 0, True), ("<(...)", 2, False), ("b", 11, True)]]),
+    ("a=(x y", [[("a=(x y", 0, True)]]),
+])
+def test_the_scanners_words(text: str, commands: list[list[tuple[str, int, bool]]]) -> None:
+    assert words_of(text) == commands
+
+
+def test_the_scanner_in_a_makefile_recipe() -> None:
+    assert words_of("a $$x $(VAR) ${V} $$(cmd) $$((1+2))", make=True) == [
+        [("cmd", 21, True)],
+        [("a", 0, True), ("$x", 2, False), ("$(VAR)", 6, False), ("${V}", 13, False), ("$(...)", 18, False),
+         ("$((1+2))", 26, False)]]
+    assert words_of("a $(VAR x", make=True) == [[("a", 0, True), ("$(VAR x", 2, False)]]
+    assert words_of("a $(VAR x") == [[("VAR", 4, True), ("x", 8, True)], [("a", 0, True), ("$(...)", 2, False)]]
+
+
+@pytest.mark.timeout(60)
+def test_nesting_deeper_than_64_is_read_as_text() -> None:
+    def nested(depth: int) -> list[list[str]]:
+        return [[w.text for w in c] for c in lint.simple_commands("echo " + "$(" * depth + "cargo build" + ")" * depth)]
+
+    assert nested(63)[0] == ["cargo", "build"]
+    assert ["cargo", "build"] not in nested(64)
