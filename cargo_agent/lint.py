@@ -102,9 +102,7 @@ def markdown_commands(text: str) -> Iterator[CommandLine]:
                 prompt = re.match(r"^(\s*)[$#] ", line)
                 if prompt:
                     block.append((number, prompt.end(), line[prompt.end():]))
-                elif language != "console":
-                    block.append((number, 0, line))
-                elif block and block[-1][2].rstrip().endswith("\\"):
+                elif block and block[-1][2].rstrip().endswith("\\"):  # console: output, or a command continued
                     block.append((number, 0, line))
             else:
                 block.append((number, 0, line))
@@ -526,7 +524,7 @@ def _skip_options(words: list[Word], i: int, wrapper: Wrapper) -> tuple[int, Wor
                     return len(words), Word(text.split("=", 1)[1], words[i].start, False), False
                 return len(words), (words[i + 1] if i + 1 < len(words) else None), False
             i += 1 if eq or name[2:] not in wrapper.long_values else 2
-        elif text.startswith("-") and len(text) > 1:
+        elif text.startswith("-"):  # a lone `-` too: `env -` empties the environment, `su -` logs in
             letters = text[1:]
             if any(f"-{letter}" in wrapper.string_options for letter in letters):
                 rest = [w for w in words[i + 1:] if not w.text.startswith("-")]
@@ -662,10 +660,9 @@ def judge(command: CommandLine, path: Path, context: Context) -> Iterator[Findin
                     for v in policy.check(parsed, context.locate(parsed), context.config, guess=True)
                     if not context.config[v.rule.setting]]
         if program == "cargo":
-            shown = found.word.text if found.word.text != "cargo" else "cargo"
             problems.insert(0, Finding(path, command.line, column, "CA001",
-                                       f"bare-cargo: `{shown} {parsed.subcommand}` runs without build slots or "
-                                       f"limits; use `cargo-agent {parsed.subcommand}`",
+                                       f"bare-cargo: `{found.word.text} {parsed.subcommand}` runs without build "
+                                       f"slots or limits; use `cargo-agent {parsed.subcommand}`",
                                        fixable=found.fixable and not problems))
         yield from problems
 

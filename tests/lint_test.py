@@ -427,8 +427,8 @@ def test_every_shell_fence_language_is_scanned(tmp_path: Path, language: str) ->
 @pytest.mark.parametrize("language", ["console", "Console"])
 def test_a_console_fence_reads_prompt_lines_and_their_continuations_only(tmp_path: Path, language: str) -> None:
     text = (f"{FENCE}{language}\n$ cargo build \\\n    -p a\n   Compiling a\ncargo build\n# cargo check\n"
-            f"  $ cargo doc\n{FENCE}\n")
-    assert findings_of(tmp_path, "a.md", text) == [(2, 3, "CA001"), (6, 3, "CA001"), (7, 5, "CA001")]
+            f"  $ cargo doc\n$ cargo \\\n  test -p a\n{FENCE}\n")
+    assert findings_of(tmp_path, "a.md", text) == [(2, 3, "CA001"), (6, 3, "CA001"), (7, 5, "CA001"), (8, 3, "CA001")]
 
 
 @pytest.mark.parametrize("language", ["rust", "toml", "text", "python", "makefile", "yaml"])
@@ -681,6 +681,7 @@ def test_every_wrapper_and_every_option_that_takes_a_value(line: str) -> None:
 @pytest.mark.parametrize("line", [
     "sudo -Eu bob cargo build", "nice -n10 cargo build", "sudo -- cargo build", "timeout -- 60 cargo build",
     "env A=1 B=2 cargo build", "xargs -n1 -- cargo build", "env -i -- cargo build", "/usr/bin/env cargo build",
+    "env - cargo build", "env - PATH=/bin cargo build", "sudo - cargo build",
 ])
 def test_wrapper_option_clusters_attached_values_and_double_dash(line: str) -> None:
     assert [(i.args, line[i.word.start:]) for i in lint.invocations(line)] == [(["build"], "cargo build")]
@@ -697,7 +698,7 @@ def test_a_wrapper_with_nothing_to_run_runs_nothing(line: str) -> None:
 
 @pytest.mark.parametrize(("line", "program"), [
     ("sh -c 'cargo build -p a'", "sh"), ("dash -c 'cargo build -p a'", "dash"), ("zsh -c 'cargo build -p a'", "zsh"),
-    ("ksh -c 'cargo build -p a'", "ksh"), ("bash -ec 'cargo build -p a'", "bash"),
+    ("ksh -c 'cargo build -p a'", "ksh"), ("bash -ec 'cargo build -p a'", "bash"), ("su - -c 'cargo build -p a'", "su"),
     ("bash -o pipefail -c 'cargo build -p a'", "bash"), ("bash --rcfile x -c 'cargo build -p a'", "bash"),
     ("bash --init-file x -c 'cargo build -p a'", "bash"),
     ("su -c 'cargo build -p a' bob", "su"), ("su --command 'cargo build -p a' bob", "su"),
@@ -744,6 +745,9 @@ def test_clauses_that_are_not_commands_run_nothing(word: str) -> None:
 def test_a_function_keyword_and_its_name_are_not_the_command() -> None:
     assert [i.args for i in lint.invocations("function f { cargo build; }")] == [["build"]]
     assert [i.args for i in lint.invocations("function f cargo build")] == [["build"]]
+    # the body is a compound command, read like any other
+    assert [i.args for i in lint.invocations("function f if cargo build; then :; fi")] == [["build"]]
+    assert list(lint.invocations("function f [[ cargo build ]]")) == []
 
 
 @pytest.mark.parametrize(("word", "program"), [
@@ -790,6 +794,8 @@ def words_of(text: str, make: bool = False) -> list[list[tuple[str, int, bool]]]
     ('"`a b`"', [[("a", 2, True), ("b", 4, True)], [("`...`", 0, False)]]),
     # a backslash-newline joins, a comment starts only a word, operators split commands
     ("a \\\nb", [[("a", 0, True), ("b", 2, True)]]),  # the word starts at the joining backslash
+    ("a `b c` d", [[("b", 3, True), ("c", 5, True)], [("a", 0, True), ("`...`", 2, False), ("d", 8, True)]]),
+    ("# a\nb # c\n#\nd", [[("b", 4, True)], [("d", 12, True)]]),
     ("a#b c # d\nx", [[("a#b", 0, True), ("c", 4, True)], [("x", 10, True)]]),
     ("x | y || z; w & v;;u", [[("x", 0, True)], [("y", 4, True)], [("z", 9, True)], [("w", 12, True)],
                              [("v", 16, True)], [("u", 19, True)]]),
@@ -802,10 +808,12 @@ def words_of(text: str, make: bool = False) -> list[list[tuple[str, int, bool]]]
     ("a >(tee x) b", [[("tee", 4, True), ("x", 8, True)], [("a", 0, True), ("<(...)", 2, False), ("b", 11, True)]]),
     ("a=(x y", [[("a=(x y", 0, True)]]),
 ])
+@pytest.mark.timeout(60)  # a scanner that stops advancing loops
 def test_the_scanners_words(text: str, commands: list[list[tuple[str, int, bool]]]) -> None:
     assert words_of(text) == commands
 
 
+@pytest.mark.timeout(60)
 def test_the_scanner_in_a_makefile_recipe() -> None:
     assert words_of("a $$x $(VAR) ${V} $$(cmd) $$((1+2))", make=True) == [
         [("cmd", 21, True)],
@@ -822,3 +830,84 @@ def test_nesting_deeper_than_64_is_read_as_text() -> None:
 
     assert nested(63)[0] == ["cargo", "build"]
     assert ["cargo", "build"] not in nested(64)
+
+
+def test_a_doc_in_a_member_is_judged_from_the_workspace_root(virtual_ws: Path) -> None:
+    manifest = virtual_ws / "Cargo.toml"
+    manifest.write_text(manifest.read_text() + "\n[workspace.metadata.cargo-agent]\nallow-all-targets = true\n")
+    doc = virtual_ws / "crates" / "alpha" / "README.md"
+    doc.write_text(f"{FENCE}sh\n"
+                   "cargo-agent test\n"  # 2: run from the root: every member
+                   "cargo-agent -C crates/alpha test\n"  # 3: -C is relative to the root: alpha only
+                   "cargo-agent test --manifest-path ../beta/Cargo.toml\n"  # 4: relative to the file's directory
+                   "cargo-agent build --all-targets\n"  # 5: the repo's metadata turns the rule off
+                   "cargo-agent test --manifest-path Cargo.toml\n"  # 6: the root's: every member
+                   "cargo-agent -C crates test\n"  # 7: above every member: the whole workspace
+                   "cargo-agent test --manifest-path nowhere/Cargo.toml\n"  # 8: names a package: scoped
+                   f"{FENCE}\n")
+    assert [(f.line, f.code) for f in lint.lint_file(doc)] == [(2, "CA002"), (6, "CA002"), (7, "CA002")]
+
+
+def test_an_unreadable_workspace_or_cargo_config_is_judged_without_them(virtual_ws: Path) -> None:
+    write_tree(virtual_ws, {".cargo/config.toml": '[alias]\ntt = "test -p alpha"\n'})
+    doc = virtual_ws / "README.md"
+    doc.write_text(f"{FENCE}sh\ncargo-agent tt\ncargo-agent test\n{FENCE}\n")
+    assert [(f.line, f.code) for f in lint.lint_file(doc)] == [(3, "CA002")]
+    (virtual_ws / ".cargo" / "config.toml").write_text("[alias\n")  # broken: no aliases known
+    assert [(f.line, f.code) for f in lint.lint_file(doc)] == [(3, "CA002")]
+    manifest = virtual_ws / "Cargo.toml"
+    manifest.write_text(manifest.read_text() + "\n[workspace.metadata.cargo-agent]\nmax-packages = 'x'\n")
+    assert [(f.line, f.code) for f in lint.lint_file(doc)] == [(3, "CA002")]  # bad metadata: the defaults
+    manifest.write_text("[workspace\n")  # no workspace to read: a test run without -p is unscoped
+    assert [(f.line, f.code) for f in lint.lint_file(doc)] == [(3, "CA002")]
+
+
+def test_the_workspace_is_read_once_per_file_and_only_when_needed(virtual_ws: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from cargo_agent import cargoconfig
+
+    loads: list[Path] = []
+    real = cargoconfig.load
+    monkeypatch.setattr(cargoconfig, "load", lambda root, *a, **k: loads.append(root) or real(root, *a, **k))
+    doc = virtual_ws / "README.md"
+    doc.write_text("no cargo command: `ls`, cargo build\n")
+    assert lint.lint_file(doc) == [] and loads == []
+    doc.write_text(f"{FENCE}sh\ncargo-agent test\ncargo-agent test -p alpha\ncargo-agent b\n{FENCE}\n")
+    assert [f.code for f in lint.lint_file(doc)] == ["CA002"]
+    assert loads == [virtual_ws]
+
+
+def test_cargo_agent_spelled_as_a_cargo_subcommand(tmp_path: Path) -> None:
+    text = ("cargo agent build --all-targets\ncargo +nightly agent build\ncargo +nightly agent test\n"
+            "cargo +nightly build\ncargo agent\n")
+    assert findings_of(tmp_path, "s.sh", text) == [(1, 1, "CA003"), (3, 1, "CA002"), (4, 1, "CA001")]
+
+
+def test_a_command_line_cargo_would_refuse_is_not_judged(tmp_path: Path) -> None:
+    assert findings_of(tmp_path, "s.sh", "cargo -C\ncargo --config\ncargo + build\ncargo-agent -C\ncargo build\n") == [
+        (5, 1, "CA001")]
+
+
+def test_continuations_join_every_line_and_a_trailing_backslash_ends_the_text() -> None:
+    assert [(c.line, c.offset, c.text) for c in lint.shell_commands("a \\\nb \\\n\\\nc\nd \\")] == [
+        (1, 0, "a  b   c"), (5, 0, "d ")]
+    assert [(c.line, c.offset, c.text) for c in lint.markdown_commands(f"{FENCE}sh\n  cargo \\\n    -p a\n{FENCE}\n")
+            ] == [(2, 0, "  cargo  -p a")]
+
+
+def test_a_yaml_block_ends_at_the_first_line_indented_less(tmp_path: Path) -> None:
+    text = "jobs:\n  a:\n    run: |\n      cargo build\n    \n      cargo check\n  b: x\n    cargo doc\n"
+    assert findings_of(tmp_path, "ci.yml", text) == [(4, 7, "CA001"), (6, 7, "CA001")]
+    assert findings_of(tmp_path, "ci.yaml", "run: |\n") == []
+    assert findings_of(tmp_path, "c.yml", "- run: |-\n\n  cargo build\n") == [(3, 3, "CA001")]
+
+
+def test_fix_leaves_a_cargo_on_a_continuation_line_alone(tmp_path: Path) -> None:
+    """The finding of a continued command is on its first line, where that cargo is not: --fix must
+    not write cargo-agent at the finding's column there."""
+    path = tmp_path / "s.sh"
+    original = "echo hi && \\\n  cargo build -p a\nRUN=1 \\\n cargo check -p a\n"
+    path.write_text(original)
+    assert [(f.line, f.col, f.fixable) for f in lint.lint_file(path)] == [(1, 13, True), (3, 8, True)]
+    assert lint.main(["--fix", str(path)]) == 1
+    assert path.read_text() == original
