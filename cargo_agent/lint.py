@@ -721,7 +721,8 @@ def iter_files(paths: Sequence[str]) -> Iterator[Path]:
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
                 for name in sorted(files):
-                    yield Path(root) / name
+                    if os.path.isfile(os.path.join(root, name)):  # not a FIFO or a device: reading one blocks
+                        yield Path(root) / name
         else:
             raise UsageError(f"no such file or directory: {raw}")
 

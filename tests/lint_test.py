@@ -911,3 +911,17 @@ def test_fix_leaves_a_cargo_on_a_continuation_line_alone(tmp_path: Path) -> None
     assert [(f.line, f.col, f.fixable) for f in lint.lint_file(path)] == [(1, 13, True), (3, 8, True)]
     assert lint.main(["--fix", str(path)]) == 1
     assert path.read_text() == original
+
+
+@pytest.mark.timeout(60)  # opening a FIFO blocks until a writer comes: a regression hangs
+def test_a_directory_walk_never_opens_a_fifo_or_a_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "run")  # no suffix: the kind would be read from its first line
+    os.mkfifo(tmp_path / "x.md")
+    (tmp_path / "null.sh").symlink_to("/dev/null")
+    (tmp_path / "y.md").write_text("`cargo build`\n")
+    (tmp_path / "z.md").symlink_to(tmp_path / "y.md")
+    assert lint.main([str(tmp_path)]) == 1
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [f"{tmp_path}/y.md",
+                                                                                     f"{tmp_path}/z.md"]
