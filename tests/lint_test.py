@@ -438,10 +438,10 @@ def test_other_fences_are_not_scanned(tmp_path: Path, language: str) -> None:
 
 def test_fences_indented_tilde_and_longer_and_what_closes_them(tmp_path: Path) -> None:
     text = ("  ~~~sh\n  cargo build\n  ~~~\n"  # indented, with tildes
-            "````bash\ncargo build\n```not a close\ncargo check\n````\n"  # closed only by a bare fence
+            "````bash\ncargo build\n```not a close\ncargo check\n``\n````\n"  # closed only by a bare fence
             "`cargo doc` after the fences\n")
     assert findings_of(tmp_path, "a.md", text) == [(2, 3, "CA001"), (5, 1, "CA001"), (7, 1, "CA001"),
-                                                 (9, 2, "CA001")]
+                                                 (10, 2, "CA001")]
 
 
 def test_an_unclosed_fence_is_not_scanned_and_hides_what_follows(tmp_path: Path) -> None:
@@ -502,7 +502,8 @@ def test_kind_by_name(tmp_path: Path, name: str, kind: str | None) -> None:
 @pytest.mark.parametrize(("head", "kind"), [
     ("#!/bin/sh", "shell"), ("#!/bin/bash -e", "shell"), ("#!/usr/bin/env zsh", "shell"), ("#!/bin/dash", "shell"),
     ("#!/bin/ksh", "shell"), ("#!/usr/bin/env python3", None), ("#!/bin/fish", None), ("# sh", None),
-    ("#!/bin/bashful", None), ("x\n#!/bin/sh", None), ("#!" + " " * 200 + "/bin/sh", None),
+    ("#!/bin/bashful", None), ("x\n#!/bin/sh", None),
+    ("#!" + " " * 191 + "/bin/sh", "shell"), ("#!" + " " * 192 + "/bin/sh", None),  # `sh` ends at byte 200, 201
 ])
 def test_kind_by_shebang_in_the_first_200_bytes(tmp_path: Path, head: str, kind: str | None) -> None:
     path = tmp_path / "run"
