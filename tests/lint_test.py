@@ -926,3 +926,9 @@ def test_a_directory_walk_never_opens_a_fifo_or_a_device(tmp_path: Path, capsys:
     assert lint.main([str(tmp_path)]) == 1
     assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [f"{tmp_path}/y.md",
                                                                                      f"{tmp_path}/z.md"]
+
+
+@pytest.mark.timeout(60)
+def test_the_depth_limit_counts_nesting_not_substitutions_side_by_side() -> None:
+    line = "echo " + "$(true) " * 70 + "$(cargo build)"
+    assert [i.args for i in lint.invocations(line)] == [["build"]]
