@@ -49,13 +49,13 @@ MAX_JOBS = 2  # the build host has 2 cores shared with other work
 @dataclass(frozen=True)
 class Target:
     path: str  # the module, relative to the repo root
-    tests: tuple[str, ...]  # test files run per mutant, the quickest killers first (pytest -x stops early)
+    tests: tuple[str, ...]  # test files (or `file::test`) run per mutant, the quickest killers first (-x stops early)
     only: tuple[str, ...] = ()  # top-level functions/classes to mutate; empty: the whole module
     keyword: str = ""  # a pytest -k expression narrowing the tests run per mutant; empty: all of them
 
 
-# The modules that decide. To add one, add a row: e.g. "tokens", "linkgate", "host", or
-# "slots": Target("cargo_agent/slots.py", ("tests/slots_test.py",), only=("admit", ...)) for admission only.
+# The modules that decide, each with the tests run per mutant. To add one, add a row; `only`
+# limits it to some top-level functions and classes (e.g. slots' admission, not its queue).
 TARGETS: dict[str, Target] = {
     "policy": Target("cargo_agent/policy.py", ("tests/policy_test.py", "tests/cli_test.py")),
     "argv": Target("cargo_agent/argv.py", ("tests/argv_test.py", "tests/policy_test.py")),
@@ -65,6 +65,28 @@ TARGETS: dict[str, Target] = {
     # fuzz_test's config tests, and the pre-commit hook install (4 s; what it checks, main() tests check).
     "lint": Target("cargo_agent/lint.py", ("tests/lint_test.py", "tests/fuzz_test.py"),
                    keyword="lint and not pre_commit"),
+    # The parts that decide admission and tokens: only the deciding functions and classes (`only`),
+    # not the lock-file, queue and supervisor plumbing around them. A file missing from a checkout
+    # (a "before" measurement) is skipped; `file::test` runs one test of a slow file.
+    "tokens": Target("cargo_agent/tokens.py", ("tests/tokens_decide_test.py", "tests/tokens_test.py"),
+                     only=("resolve", "Broker", "BuildCpu", "for_build")),
+    "envshape": Target("cargo_agent/envshape.py", ("tests/envshape_test.py",),
+                       only=("jobs_cap", "test_threads_cap", "link_threads_cap", "_int_or_none", "_shape_jobs",
+                             "_shape_test_threads", "_shape_test_threads_arg")),
+    "slots": Target("cargo_agent/slots.py", (
+        "tests/admission_test.py", "tests/report_test.py",
+        "tests/slots_test.py::test_slot_count_lives_in_the_host_file_and_can_only_be_lowered",
+        "tests/slots_test.py::test_memory_pressure_holds_a_run_back_until_it_drops",
+        "tests/host_test.py::test_pressure_holds_admission_and_says_why"),
+        only=("learned_per_build", "auto_slots", "resolve", "_hold_back", "memory_verdict", "_asides", "_step_aside",
+              "_take_free_slot", "_decide")),
+    "linkgate": Target("cargo_agent/linkgate.py", ("tests/report_test.py", "tests/linkgate_test.py"),
+                       only=("slot_count",)),
+    "report": Target("cargo_agent/report.py", ("tests/report_test.py",),
+                     only=("command_key", "_same_key", "predict", "learned_peak")),
+    "host": Target("cargo_agent/host.py", ("tests/host_test.py",),
+                   only=("meminfo", "_mounts", "_cgroup_dirs", "_stat_field", "_number", "Limit", "limits", "in_force",
+                         "reserve_within", "_cpu_cgroup_dirs", "_read_quota", "cpu_limit", "cpus")),
 }
 
 _CMP_FLIP: dict[type[ast.cmpop], type[ast.cmpop]] = {
@@ -453,7 +475,8 @@ class Runner:
 
     @staticmethod
     def tests(copy: Path, target: Target) -> tuple[str, ...]:
-        return tuple(t for t in target.tests if (copy / t).exists())
+        """The target's tests that exist in `copy` (a `file::test` entry names one test of a file)."""
+        return tuple(t for t in target.tests if (copy / t.split("::")[0]).exists())
 
     def run(self, mutant: Mutant, target: Target, timeout: float) -> Outcome:
         if self.stopping:
@@ -532,6 +555,12 @@ def select(mutants: list[Mutant], sample: int | None, seed: int, module: str) ->
     return sorted(picked, key=lambda m: (m.start, m.end, m.id))
 
 
+def _label(test: str) -> str:
+    """`tests/slots_test.py::test_x` -> `slots_test::test_x`."""
+    path, sep, node = test.partition("::")
+    return Path(path).stem + sep + node
+
+
 def _table(rows: list[dict[str, object]]) -> str:
     lines = ["| module | tests per mutant | mutants | killed | equivalent | score |", "|---|---|---|---|---|---|"]
     for row in rows:
@@ -605,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             how = "chosen by --id" if args.id else f"sample, seed {args.seed}"
             count = f"{len(chosen)} of {len(every) - equivalent} ({how})" if sampled else str(len(chosen))
             score = f"{100 * killed / len(chosen):.1f} %" if chosen else "n/a"
-            named = ", ".join(Path(t).stem for t in tests) + (f" (-k '{target.keyword}')" if target.keyword else "")
+            named = ", ".join(_label(t) for t in tests) + (f" (-k '{target.keyword}')" if target.keyword else "")
             rows.append({"path": target.path, "tests": named, "mutants": count,
                          "killed": killed, "equivalent": equivalent, "score": score})
             report.extend({"id": o.mutant.id, "where": o.mutant.where, "operator": o.mutant.operator,
