@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,7 +95,7 @@ def _broker(pool: tokens.Pool, pipe: jobserver.Pipe, cap: int, implicit: bool = 
 
 
 def test_a_dry_pipe_gets_one_token_per_poll_up_to_the_cap(pool: tokens.Pool, pipe: jobserver.Pipe) -> None:
-    broker = _broker(pool, pipe, cap=2)
+    broker = _broker(tokens.Pool(pool.lock_dir, 4, "four", False), pipe, cap=2)  # one token more than it may take
     try:
         broker.step(0.0)
         assert (pipe.waiting(), broker.lent, broker.peak, len(broker.tokens.held)) == (1, 1, 1, 2)
@@ -104,8 +105,9 @@ def test_a_dry_pipe_gets_one_token_per_poll_up_to_the_cap(pool: tokens.Pool, pip
         broker.step(0.002)
         assert (pipe.waiting(), broker.lent, broker.peak) == (1, 2, 2)
         assert os.read(pipe.read_fd, 1) == b"+"
-        broker.step(0.003)  # at the cap: the pipe stays dry
+        broker.step(0.003)  # at the cap: the pipe stays dry, and it wants no token either
         assert (pipe.waiting(), broker.lent, broker.peak, len(broker.tokens.held)) == (0, 2, 2, 3)
+        assert not broker.tokens.wanting
         assert broker.polls == 4
     finally:
         broker.stop()
@@ -128,6 +130,11 @@ def test_a_broker_with_no_free_token_says_it_wants_one_until_it_gets_one(pool: t
         broker.step(0.001)
         assert (pipe.waiting(), broker.lent, broker.tokens.wanting) == (1, 1, False)
         assert not watcher.wanters()
+        assert os.read(pipe.read_fd, 1) == b"+"
+        broker.step(0.002)  # dry again, and no token free: it wants one...
+        assert broker.tokens.wanting and watcher.wanters()
+        broker.stop()  # ...until it stops lending
+        assert not broker.tokens.wanting and not watcher.wanters()
     finally:
         watcher.close()
         broker.stop()
@@ -176,6 +183,15 @@ def test_a_lone_build_keeps_one_spare_byte_and_gives_back_the_rest_after_the_idl
         assert (pipe.waiting(), broker.lent, len(broker.tokens.held)) == (1, 1, 2)
         broker.step(3 * tokens.IDLE_SECONDS)  # nobody asks: the spare stays
         assert (pipe.waiting(), broker.lent) == (1, 1)
+        other = Other(pool)
+        other.hold(tokens.WANT_FILE, shared=True)  # now somebody asks: the idle clock restarted at the last check
+        try:
+            broker.step(3.5 * tokens.IDLE_SECONDS)
+            assert (pipe.waiting(), broker.lent) == (1, 1)
+            broker.step(4 * tokens.IDLE_SECONDS)
+            assert (pipe.waiting(), broker.lent) == (0, 0)
+        finally:
+            other.close()
     finally:
         broker.stop()
         broker.tokens.close()
@@ -187,11 +203,48 @@ def test_an_unused_byte_goes_back_after_the_idle_time_when_another_broker_wants_
     try:
         broker.step(0.0)
         other.hold(tokens.WANT_FILE, shared=True)
-        broker.step(0.0)
+        broker.step(1.0)  # the byte is seen unused: its idle clock starts now, not when it was lent
         assert (pipe.waiting(), broker.lent) == (1, 1)  # not at once: cargo may take it any moment
-        broker.step(tokens.IDLE_SECONDS)
+        broker.step(1.0 + tokens.IDLE_SECONDS / 2)
+        assert (pipe.waiting(), broker.lent) == (1, 1)
+        broker.step(1.0 + 2 * tokens.IDLE_SECONDS)
         assert (pipe.waiting(), broker.lent, len(broker.tokens.held)) == (0, 0, 1)
         assert not broker.tokens.wanting
+    finally:
+        broker.stop()
+        broker.tokens.close()
+
+
+def test_the_idle_clock_restarts_whenever_the_pipe_runs_dry(pool: tokens.Pool, pipe: jobserver.Pipe,
+                                                             other: Other) -> None:
+    broker = _broker(pool, pipe, cap=2)
+    other.hold(tokens.WANT_FILE, shared=True)
+    try:
+        broker.step(0.0)
+        broker.step(0.01)  # unused since 0.01
+        assert os.read(pipe.read_fd, 1) == b"+"  # then cargo takes it
+        broker.step(1.0)  # dry: another byte
+        broker.step(1.01)  # unused since 1.01, not since 0.01
+        assert (pipe.waiting(), broker.lent) == (1, 2)
+    finally:
+        broker.stop()
+        broker.tokens.close()
+
+
+def test_after_a_take_back_for_a_waiter_the_idle_clock_starts_again(pool: tokens.Pool, pipe: jobserver.Pipe,
+                                                                     other: Other) -> None:
+    broker = _broker(pool, pipe, cap=2)
+    try:
+        broker.step(0.0)
+        other.hold(tokens.WAIT_FILE, shared=True)
+        broker.step(0.0)  # taken back at once
+        assert (pipe.waiting(), broker.lent) == (0, 0)
+        other.close()
+        other.fds = []
+        other.hold(tokens.WANT_FILE, shared=True)
+        pipe.put()  # a byte comes back from the build
+        broker.step(1.0)  # unused since 1.0
+        assert pipe.waiting() == 1
     finally:
         broker.stop()
         broker.tokens.close()
@@ -216,7 +269,7 @@ def test_with_j1_there_is_nothing_to_lend_and_no_thread(pool: tokens.Pool, pipe:
     try:
         assert broker._thread.ident is None
         broker.step(0.0)
-        assert (pipe.waiting(), broker.lent) == (0, 0)
+        assert (pipe.waiting(), broker.lent, broker.peak, broker.cpu_seconds) == (0, 0, 0, 0.0)
     finally:
         broker.stop()
         broker.tokens.close()
@@ -245,12 +298,18 @@ def test_a_build_may_take_its_jobs_at_most_the_pool_less_its_implicit_token(pool
     assert build.peak == 1 and build.tokens is not None and len(build.tokens.held) == 1
     spec = _spec()
     seen: list[int] = []
+    threads: list[threading.Thread] = []
+    pipes: list[int] = []
 
     def body() -> str:
         _take_bytes(spec, lent)  # the broker lends this many...
         assert build._broker is not None
         while build._broker.lent < lent:  # its thread counts a byte just after writing it
             time.sleep(0.001)
+        thread = build._broker._thread
+        assert thread.name == "cargo-agent-broker" and thread.daemon and thread.is_alive()
+        threads.append(thread)
+        pipes.extend(build._broker.pipe.fds)
         for when in (1.0, 2.0):  # ...and never more, however often it polls with the pipe dry
             build._broker.step(when)
         seen.append(build._broker.lent)
@@ -262,7 +321,11 @@ def test_a_build_may_take_its_jobs_at_most_the_pool_less_its_implicit_token(pool
     assert build.tokens is not None and len(build.tokens.held) == 1  # lent tokens freed, the implicit one kept
     record = build.record()
     assert (record["tokens_peak"], record["jobserver"]) == (1 + lent, "private")
-    assert record["broker_polls"] >= 2
+    assert record["broker_polls"] >= 2 and build.broker_cpu_seconds > 0
+    assert not threads[0].is_alive()  # stopped and joined
+    for fd in pipes:  # the pipe is closed
+        with pytest.raises(OSError):
+            os.fstat(fd)
     build.release()
     assert build.tokens is None
 
@@ -277,7 +340,16 @@ def test_a_build_with_j1_gets_the_pipe_but_no_byte(pool: tokens.Pool) -> None:
 
     assert build.run(spec, 1, body) == 1  # type: ignore[arg-type]
     assert build.peak == 1
+    assert build.record() == {"tokens_peak": 1, "token_wait_seconds": 0.0, "broker_cpu_seconds": 0.0,
+                              "broker_polls": 0, "jobserver": "private"}
     build.release()
+
+
+def test_the_run_record_rounds_the_waits_and_the_brokers_cpu(pool: tokens.Pool) -> None:
+    build = tokens.BuildCpu(pool, None, None, 1.23456)
+    build.broker_cpu_seconds, build.broker_polls, build.peak = 0.0123456, 7, 3
+    assert build.record() == {"tokens_peak": 3, "token_wait_seconds": 1.235, "broker_cpu_seconds": 0.0123,
+                              "broker_polls": 7, "jobserver": "private"}
 
 
 def test_give_back_frees_every_token_while_the_program_runs(pool: tokens.Pool) -> None:
