@@ -87,6 +87,15 @@ def test_the_jobs_cap_is_the_jobs_setting_at_most_the_hosts_tokens(tmp_path: Pat
     assert envshape.jobs_cap(_caps(tmp_path, **settings), cpus) == cap
 
 
+@pytest.mark.parametrize(("cores", "cap"), [(1, 1), (7, 7), (8, 8), (9, 8), (64, 8)])
+def test_the_thread_caps_stop_at_8_on_a_bigger_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int,
+                                                   cap: int) -> None:
+    """This host has fewer cores than that, so the core count is the one thing faked here."""
+    monkeypatch.setattr(envshape, "cores", lambda: cores)
+    assert envshape.test_threads_cap(_caps(tmp_path)) == cap
+    assert envshape.link_threads_cap(_caps(tmp_path)) == cap
+
+
 def test_the_test_and_link_thread_caps_are_the_setting_else_the_cores_at_most_8(tmp_path: Path) -> None:
     default = min(cores(), 8)
     assert envshape.test_threads_cap(_caps(tmp_path)) == default
@@ -198,7 +207,9 @@ def test_a_test_thread_count_below_one_is_refused_naming_the_variable(tmp_path: 
     (["run", "--", "--test-threads=9"], ["run", "--", "--test-threads=9"], []),  # the program's own argument
     (["test", "--test-threads=9"], ["test", "--test-threads=9"], []),  # before `--`: not libtest's
     (["test"], ["test"], []),
+    (["test", "--", "--test-threads=9=9"], ["test", "--", "--test-threads=9=9"], []),  # not a count
 ])
+@pytest.mark.timeout(30)  # a scan that stops advancing would loop
 def test_a_test_threads_argument_after_the_double_dash_is_capped(tmp_path: Path, args: list[str],
                                                                  after: list[str], before: list[str]) -> None:
     shaped = _shaped(tmp_path, args, CARGO_AGENT_TEST_THREADS="3")
