@@ -264,6 +264,7 @@ def test_what_a_running_build_still_needs_is_its_prediction_less_its_tree_now(tm
     assert me > 10 * MIB
     others.hold(0, me // 2, pid=os.getpid())  # already above its prediction: needs nothing more
     assert slots.memory_verdict(_settings(lock_dir), env, budget - used) == (None, False)
+    assert slots.memory_verdict(_settings(lock_dir), env, budget - used + 1)[1]  # and never less than nothing
     others.close()
     others.fds = []
     others.hold(0, 1 << 40, pid=os.getpid())  # far above what it holds now: needs the rest
@@ -311,9 +312,14 @@ def test_stepping_aside_turns_the_ticket_into_a_locked_marker_with_the_predictio
     settings = _settings(lock_dir)
     meta = {"pid": os.getpid(), "predicted": 42 * MIB, "command": ["build"]}
     ticket = slots._enqueue(settings, meta)
+    stale = ticket.path.with_suffix(".aside")
+    stale.write_text("left by a waiter that died with our pid")  # never reused, never in the way
     aside = slots._step_aside(settings, ticket, meta)
     try:
         assert not ticket.path.exists()  # the waiter behind it is the head now
+        with pytest.raises(OSError):
+            os.fstat(ticket.fd)  # and the ticket's fd is closed
+        assert isinstance(json.loads(aside.path.read_text())["queued"], float)
         assert (aside.seq, aside.path, aside.queued) == (ticket.seq, ticket.path.with_suffix(".aside"), ticket.queued)
         assert lockdir.is_locked(aside.path, lockdir.locked_inodes())
         assert json.loads(aside.path.read_text())["predicted"] == 42 * MIB
@@ -355,6 +361,7 @@ def test_the_first_free_slot_is_taken_and_its_record_written(tmp_path: Path, loc
         assert 1 not in fds  # the slot's fd is the build's now
         record = json.loads((lock_dir / "slot-1.json").read_text())
         assert record == slot.record and record["slot"] == 1 and record["pid"] == os.getpid()
+        assert isinstance(record["admitted"], float)
         assert lockdir.lock_holder(lock_dir / "slot-1.lock", lockdir.locked_inodes()) == os.getpid()
         assert slot.queued_at == ticket.queued and slot.admitted_at is not None and slot.waited >= 0
     finally:
@@ -412,6 +419,25 @@ def test_a_held_queue_mutex_refuses_admission_for_now(tmp_path: Path, lock_dir: 
         reason, too_big, record, path = slots._decide(settings, _memory(tmp_path, 50), 1, ticket, meta, 0, watch)
         assert (reason, too_big, path) == (None, False, lock_dir / "slot-0.json")
         assert record is not None and record["slot"] == 0 and json.loads(path.read_text()) == record
+        # the mutex was let go: the next decision gets it at once
+        assert slots._decide(settings, _memory(tmp_path, 50), 1, ticket, meta, 1, watch)[0] is None
     finally:
         os.close(ticket.fd)
         watch.close()
+
+
+def test_a_lock_dir_replaced_while_looking_takes_no_slot_and_lets_go(tmp_path: Path, lock_dir: Path) -> None:
+    settings = _settings(lock_dir)
+    meta: dict[str, object] = {"pid": os.getpid()}
+    ticket = slots._enqueue(settings, meta)
+    watch = slots.LockDirWatch(settings)
+    fds = watch.slots(settings.count)
+    os.rename(lock_dir, tmp_path / "old")
+    lockdir.prepare(lock_dir, False)
+    try:
+        assert slots._take_free_slot(settings, _memory(tmp_path, 50), 1, ticket, fds, meta,
+                                     slots._Progress(settings), ticket.queued, watch) == (None, None, False)
+        assert lockdir.lock_holder(tmp_path / "old" / "slot-0.lock", lockdir.locked_inodes()) is None
+        assert not (lock_dir / "slot-0.json").exists() and not (tmp_path / "old" / "slot-0.json").exists()
+    finally:
+        _close(ticket, watch, fds)
