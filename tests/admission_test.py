@@ -64,6 +64,15 @@ def test_auto_slots_take_explicit_sizing_over_the_settings(tmp_path: Path) -> No
         LIMIT.limit, LIMIT.source, reserve, 5 << 30, "per_build_memory")
 
 
+def test_auto_slots_never_divide_by_a_per_build_size_below_one_byte(tmp_path: Path) -> None:
+    settings, env = _config(tmp_path)
+    reserve = host.reserve_within(1 << 30, LIMIT.limit)
+    assert slots.auto_slots(settings, env, per_build=1, reserve=1 << 30) == _formula(
+        LIMIT.limit, LIMIT.source, reserve, 1, "per_build_memory")
+    count, formula = slots.auto_slots(settings, env, per_build=0, reserve=1 << 30)  # counted as 1 byte
+    assert count == host.cores() and f"0.00G per build (per_build_memory)) = {LIMIT.limit - reserve}, " in formula
+
+
 def test_auto_slots_learn_the_median_build_peak_of_the_run_log(tmp_path: Path) -> None:
     lock_dir = tmp_path / "learned"
     lock_dir.mkdir()

@@ -80,9 +80,10 @@ def _caps(tmp_path: Path, **settings: str) -> config.Config:
 
 
 @pytest.mark.parametrize(("jobs", "cpus", "cap"), [(None, 6, 6), ("4", 6, 4), ("6", 6, 6), ("7", 6, 6),
-                                                   ("1", 6, 1), (None, 1, 1), ("3", 1, 1)])
+                                                   ("1", 6, 1), (None, 1, 1), ("3", 1, 1), (None, 0, 1)])
 def test_the_jobs_cap_is_the_jobs_setting_at_most_the_hosts_tokens(tmp_path: Path, jobs: str | None, cpus: int,
                                                                    cap: int) -> None:
+    """At least 1 job, even with no token count known."""
     settings = {"CARGO_AGENT_JOBS": jobs} if jobs else {}
     assert envshape.jobs_cap(_caps(tmp_path, **settings), cpus) == cap
 

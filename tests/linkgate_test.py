@@ -117,6 +117,8 @@ def test_link_slots_learn_from_the_highest_recent_link(tmp_path: Path) -> None:
     settings = _settings(tmp_path, CARGO_AGENT_HOST_RESERVE="1g", CARGO_AGENT_PER_BUILD_MEMORY="1m")
     assert linkgate.slot_count(settings, tmp_path, {}) == _expected(peak, "learned from recent links")
     assert linkgate.slot_count(settings, tmp_path, {})[0] == 1
+    (tmp_path / "links.jsonl").write_text(json.dumps({"exit_code": 0, "peak_rss": 1}) + "\n")  # a 1-byte link
+    assert linkgate.slot_count(settings, tmp_path, {}) == _expected(1, "learned from recent links")
 
 
 # ---- links wait their turn -----------------------------------------------------------
