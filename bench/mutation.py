@@ -80,7 +80,7 @@ TARGETS: dict[str, Target] = {
         "tests/host_test.py::test_pressure_holds_admission_and_says_why"),
         only=("learned_per_build", "auto_slots", "resolve", "_hold_back", "memory_verdict", "_asides", "_step_aside",
               "_take_free_slot", "_decide")),
-    "linkgate": Target("cargo_agent/linkgate.py", ("tests/report_test.py", "tests/linkgate_test.py"),
+    "linkgate": Target("cargo_agent/linkgate.py", ("tests/linkgate_test.py", "tests/report_test.py"),
                        only=("slot_count",)),
     "report": Target("cargo_agent/report.py", ("tests/report_test.py",),
                      only=("command_key", "_same_key", "predict", "learned_peak")),
