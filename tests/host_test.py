@@ -211,6 +211,22 @@ def test_only_the_memory_hierarchy_and_real_cgroup_mounts_are_read(tmp_path: Pat
     assert host.in_force(broken).source.endswith(str(mount / "a"))
 
 
+def test_mount_lines_too_short_to_name_a_root_and_mount_point_are_skipped(tmp_path: Path) -> None:
+    mount = tmp_path / "mem"
+    write_tree(mount / "a", {"memory.limit_in_bytes": str(1 << 30), "memory.usage_in_bytes": "0"})
+    write_tree(tmp_path / "cpu" / "a", {"cpu.max": "50000 100000\n"})
+    short = ("1 2 0:1 /x - cgroup cgroup rw,memory\n"  # no mount point
+             "1 2 0:1 / /t2 rw - cgroup cgroup\n"  # no super options
+             "1 2 0:1 / /t1 rw - cgroup\n"
+             "- cgroup2 cgroup2 rw\n"
+             "1 2 0:1 / /c2 rw - cgroup2 cgroup2\n")
+    proc = _proc(tmp_path, cgroup="0::/a\n5:memory:/a\n",
+                 mountinfo=short + f"1 2 0:1 / {mount} - cgroup cgroup rw,memory\n"  # 5 fields: enough
+                                   f"3 2 0:2 / {tmp_path / 'cpu'} rw - cgroup2 cgroup2 rw\n")
+    assert host.in_force(proc).source == f"cgroup v1 memory.limit_in_bytes of {mount / 'a'}"
+    assert host.cpu_limit(proc) == (0.5, str(tmp_path / "cpu" / "a" / "cpu.max"))
+
+
 def test_reserve_is_at_most_a_quarter_of_the_limit() -> None:
     assert host.reserve_within(2 << 30, 4 << 30) == 1 << 30
     assert host.reserve_within(1 << 30, 4 << 30) == 1 << 30
