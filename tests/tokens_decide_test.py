@@ -133,7 +133,13 @@ def test_a_broker_with_no_free_token_says_it_wants_one_until_it_gets_one(pool: t
         assert os.read(pipe.read_fd, 1) == b"+"
         broker.step(0.002)  # dry again, and no token free: it wants one...
         assert broker.tokens.wanting and watcher.wanters()
-        broker.stop()  # ...until it stops lending
+        other.hold(tokens.WAIT_FILE, shared=True)
+        broker.step(0.003)  # ...but not while a build waits for its first token
+        assert not broker.tokens.wanting
+        os.close(other.fds.pop())
+        broker.step(0.004)
+        assert broker.tokens.wanting
+        broker.stop()  # ...nor once it stops lending
         assert not broker.tokens.wanting and not watcher.wanters()
     finally:
         watcher.close()
