@@ -181,6 +181,13 @@ def test_a_cgroup_v1_level_with_a_zero_or_unreadable_limit_is_skipped(tmp_path: 
     proc = _v1_memory(tmp_path, "/a", {"/a": {"memory.limit_in_bytes": "0", "memory.usage_in_bytes": "1"},
                                        "/": {"memory.limit_in_bytes": str(1 << 30)}})
     assert len(host.limits(proc)) == 1
+    tiny = _v1_memory(tmp_path / "t", "/a", {"/a": {"memory.limit_in_bytes": "1", "memory.usage_in_bytes": "0"}})
+    assert host.in_force(tiny).limit == 1  # any positive limit counts, however small
+
+
+def test_a_cgroup_v2_limit_of_one_byte_counts(tmp_path: Path) -> None:
+    proc = _fake_root(tmp_path, "/a", {"/a": ("1", 0)})
+    assert host.in_force(proc).limit == 1
 
 
 def test_a_containers_cgroup_view_is_read_relative_to_its_mount_root(tmp_path: Path) -> None:
@@ -205,7 +212,7 @@ def test_only_the_memory_hierarchy_and_real_cgroup_mounts_are_read(tmp_path: Pat
     assert len(host.limits(mounted_without_memory)) == 1
     mount = tmp_path / "v1 mem"
     write_tree(mount / "a", levels["/a"])
-    broken = _proc(tmp_path, cgroup="5:memory:/a\nbad line\n",
+    broken = _proc(tmp_path, cgroup="bad line\n5:memory:/a\n",
                    mountinfo=f"1 2 0:1 / /proc rw - proc proc rw\nshort - cgroup\n"
                              f"40 23 0:30 / {str(mount).replace(' ', chr(92) + '040')} rw - cgroup cgroup rw,memory\n")
     assert host.in_force(broken).source.endswith(str(mount / "a"))
@@ -246,6 +253,7 @@ def _cpu_tree(tmp_path: Path, version: str, files: dict[str, str], path: str = "
     return _proc(tmp_path, cgroup=cgroup, mountinfo=mountinfo)
 
 
+@pytest.mark.timeout(30)  # a walk up the cgroup tree that never stops would loop
 @pytest.mark.parametrize(("version", "files", "expected"), [
     ("v2", {"a/b/cpu.max": "150000\n"}, 1.5),  # the period defaults to 100000
     ("v2", {"a/b/cpu.max": "200000 50000\n"}, 4.0),
@@ -270,6 +278,13 @@ def test_the_tightest_cpu_quota_of_the_cgroup_and_its_ancestors(tmp_path: Path, 
         assert found[1] == str(tmp_path / "cg" / winner)
 
 
+@pytest.mark.timeout(30)
+def test_of_equal_quotas_the_innermost_is_named(tmp_path: Path) -> None:
+    proc = _cpu_tree(tmp_path, "v2", {"a/b/cpu.max": "50000 100000\n", "a/cpu.max": "50000 100000\n"})
+    assert host.cpu_limit(proc) == (0.5, str(tmp_path / "cg" / "a" / "b" / "cpu.max"))
+
+
+@pytest.mark.timeout(30)
 def test_a_quota_is_read_no_higher_than_the_mount_point(tmp_path: Path) -> None:
     write_tree(tmp_path, {"cpu.max": "50000 100000\n"})  # above the mount: not ours
     proc = _cpu_tree(tmp_path, "v2", {"a/b/cpu.max": "max\n"})
@@ -281,6 +296,7 @@ def test_a_quota_is_read_no_higher_than_the_mount_point(tmp_path: Path) -> None:
     assert host.cpu_limit(str(tmp_path / "no-proc")) is None
 
 
+@pytest.mark.timeout(30)
 def test_cpus_are_the_affinity_lowered_by_a_quota_rounded_up(tmp_path: Path) -> None:
     cores = host.cores()
     assert host.cpus(str(tmp_path / "none")) == (cores, f"{cores} cores (CPU affinity)")
