@@ -131,6 +131,13 @@ def test_a_jobs_option_above_the_cap_is_lowered_and_one_within_is_kept(tmp_path:
         assert not changed and shaped.jobs_option is None
 
 
+def test_a_rewritten_jobs_option_leaves_the_jobs_variable_alone(tmp_path: Path) -> None:
+    """cargo's -j beats CARGO_BUILD_JOBS, so only the option is lowered."""
+    shaped = _shaped(tmp_path, ["build", "-j", "9"], {"CARGO_BUILD_JOBS": "16"}, cpus=1, CARGO_AGENT_JOBS="4")
+    assert shaped.argv == ["build", "--jobs=1"] and shaped.env["CARGO_BUILD_JOBS"] == "16"
+    assert [c.name for c in shaped.changes if "JOBS" in c.name or "jobs" in c.name] == ["arg --jobs"]
+
+
 @pytest.mark.parametrize(("env", "cargo_config", "value", "why"), [
     ({"CARGO_BUILD_JOBS": "3"}, "", "3", None),
     ({"CARGO_BUILD_JOBS": "4"}, "", "4", None),
@@ -139,6 +146,7 @@ def test_a_jobs_option_above_the_cap_is_lowered_and_one_within_is_kept(tmp_path:
     ({"CARGO_BUILD_JOBS": "0"}, "", "4", " (was 0 from CARGO_BUILD_JOBS)"),
     ({}, "[build]\njobs = 16\n", "4", " (was 16 from build.jobs)"),
     ({}, "[build]\njobs = 2\n", None, None),  # kept in the file, so no variable is set
+    ({}, "[build]\njobs = 4\n", None, None),  # exactly the cap: kept too
     ({"CARGO_BUILD_JOBS": "9"}, "[build]\njobs = 2\n", "4", " (was 9 from CARGO_BUILD_JOBS)"),  # the variable wins
 ])
 def test_cargo_build_jobs_and_build_jobs_above_the_cap_are_lowered(tmp_path: Path, env: dict[str, str],
@@ -146,7 +154,7 @@ def test_cargo_build_jobs_and_build_jobs_above_the_cap_are_lowered(tmp_path: Pat
                                                                    why: str | None) -> None:
     shaped = _shaped(tmp_path, ["build"], env, cargo_config=cargo_config, CARGO_AGENT_JOBS="4")
     assert shaped.env.get("CARGO_BUILD_JOBS") == value
-    assert shaped.jobs == int(value or 2)
+    assert shaped.jobs == int(value or cargo_config[-2])
     changes = [c for c in shaped.changes if c.name == "env CARGO_BUILD_JOBS"]
     if why is None:
         assert not changes
@@ -172,6 +180,7 @@ def test_without_any_jobs_value_cargos_default_is_left_alone_only_when_the_cap_c
     ("RUST_TEST_THREADS", "1", "1", None),
     ("RUST_TEST_THREADS", "4", "3", "test threads capped at 3 (was 4)"),
     ("RUST_TEST_THREADS", " 2 ", " 2 ", None),
+    ("RUST_TEST_THREADS", " 3 ", " 3 ", None),  # exactly the cap: left as written
     ("NEXTEST_TEST_THREADS", "num-cpus", "3", "test threads capped at 3 (was num-cpus)"),
     ("NEXTEST_TEST_THREADS", "9", "3", "test threads capped at 3 (was 9)"),
     ("NEXTEST_TEST_THREADS", "2", "2", None),
