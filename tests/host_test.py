@@ -208,6 +208,8 @@ def test_only_the_memory_hierarchy_and_real_cgroup_mounts_are_read(tmp_path: Pat
     levels = {"/a": {"memory.limit_in_bytes": str(1 << 30), "memory.usage_in_bytes": "0"}}
     not_memory = _v1_memory(tmp_path / "n", "/a", levels, controllers="cpu", options="rw,cpu")
     assert len(host.limits(not_memory)) == 1
+    not_ours = _v1_memory(tmp_path / "o", "/a", levels, controllers="cpu")  # a memory mount, but not our hierarchy
+    assert len(host.limits(not_ours)) == 1
     mounted_without_memory = _v1_memory(tmp_path / "m", "/a", levels, options="rw,cpu")
     assert len(host.limits(mounted_without_memory)) == 1
     mount = tmp_path / "v1 mem"
