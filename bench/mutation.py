@@ -14,6 +14,12 @@ working tree), and the module's tests run against that copy with PYTHONPATH poin
 the tests fail or time out (a mutant that loops; a timeout is confirmed once with three times the
 limit, so a busy machine does not count as a kill), and survives when they pass.
 
+TARGETS names the modules that decide (policy, argv, config, lint, and the parts that decide
+tokens, caps, admission, link slots, predictions and the memory limit: tokens, envshape, slots,
+linkgate, report, host, each limited by `only` to its deciding functions and classes) and, for
+each, the tests run per mutant: files, or `file::test` for one test of a slow file, the quickest
+killers first (pytest -x stops at the first failure); a file missing from the checkout is skipped.
+
 Equivalent mutants (no test could tell them apart) are listed with a reason in
 bench/mutation-equivalent.toml and left out of the score. Not part of CI: it is slow.
 See docs/mutation.md for the figures.
