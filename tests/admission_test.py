@@ -93,7 +93,7 @@ def test_resolve_without_a_host_count_sizes_from_the_baseline_and_a_lower_layer_
     resolved = slots.resolve(settings, env)
     ceiling, formula = slots.auto_slots(settings, env, 1 << 20, 1 << 30, tmp_path / "locks")
     assert (resolved.count, resolved.ceiling, resolved.formula) == (ceiling, ceiling, formula)
-    assert (resolved.lock_dir, resolved.shared) == (tmp_path / "locks", False)
+    assert (resolved.lock_dir, resolved.shared) == (str(tmp_path / "locks"), False)
     assert (tmp_path / "locks").is_dir()  # created
     # An environment that sizes builds bigger gets fewer slots for itself; N stays the host's.
     bigger, env = _config(tmp_path, host_file, CARGO_AGENT_PER_BUILD_MEMORY=f"{ROOM >> 10}k")
@@ -321,17 +321,17 @@ def test_stepping_aside_turns_the_ticket_into_a_locked_marker_with_the_predictio
     settings = _settings(lock_dir)
     meta = {"pid": os.getpid(), "predicted": 42 * MIB, "command": ["build"]}
     ticket = slots._enqueue(settings, meta)
-    stale = ticket.path.with_suffix(".aside")
+    stale = Path(ticket.path).with_suffix(".aside")
     stale.write_text("left by a waiter that died with our pid")  # never reused, never in the way
     aside = slots._step_aside(settings, ticket, meta)
     try:
-        assert not ticket.path.exists()  # the waiter behind it is the head now
+        assert not os.path.exists(ticket.path)  # the waiter behind it is the head now
         with pytest.raises(OSError):
             os.fstat(ticket.fd)  # and the ticket's fd is closed
-        assert isinstance(json.loads(aside.path.read_text())["queued"], float)
-        assert (aside.seq, aside.path, aside.queued) == (ticket.seq, ticket.path.with_suffix(".aside"), ticket.queued)
+        assert isinstance(json.loads(Path(aside.path).read_text())["queued"], float)
+        assert (aside.seq, aside.path, aside.queued) == (ticket.seq, str(stale), ticket.queued)
         assert lockdir.is_locked(aside.path, lockdir.locked_inodes())
-        assert json.loads(aside.path.read_text())["predicted"] == 42 * MIB
+        assert json.loads(Path(aside.path).read_text())["predicted"] == 42 * MIB
         assert [(e.seq, e.predicted) for e in slots._asides(settings, ticket.seq + 1)] == [(ticket.seq, 42 * MIB)]
         assert slots._asides(settings, ticket.seq) == []
     finally:
@@ -366,7 +366,8 @@ def test_the_first_free_slot_is_taken_and_its_record_written(tmp_path: Path, loc
     slot, reason, too_big, ticket, watch, fds = _take(settings, _memory(tmp_path, 50), 1)
     try:
         assert (reason, too_big) == (None, False) and slot is not None
-        assert (slot.index, slot.path, slot.meta_path) == (1, lock_dir / "slot-1.lock", lock_dir / "slot-1.json")
+        assert (slot.index, slot.path, slot.meta_path) == (1, str(lock_dir / "slot-1.lock"),
+                                                           str(lock_dir / "slot-1.json"))
         assert 1 not in fds  # the slot's fd is the build's now
         record = json.loads((lock_dir / "slot-1.json").read_text())
         assert record == slot.record and record["slot"] == 1 and record["pid"] == os.getpid()
@@ -426,8 +427,8 @@ def test_a_held_queue_mutex_refuses_admission_for_now(tmp_path: Path, lock_dir: 
     watch = slots.LockDirWatch(settings)
     try:
         reason, too_big, record, path = slots._decide(settings, _memory(tmp_path, 50), 1, ticket, meta, 0, watch)
-        assert (reason, too_big, path) == (None, False, lock_dir / "slot-0.json")
-        assert record is not None and record["slot"] == 0 and json.loads(path.read_text()) == record
+        assert (reason, too_big, path) == (None, False, str(lock_dir / "slot-0.json"))
+        assert record is not None and record["slot"] == 0 and json.loads(Path(str(path)).read_text()) == record
         # the mutex was let go: the next decision gets it at once
         assert slots._decide(settings, _memory(tmp_path, 50), 1, ticket, meta, 1, watch)[0] is None
     finally:

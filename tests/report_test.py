@@ -124,7 +124,6 @@ def test_learned_peaks_look_at_the_last_50_records_of_their_own_log(tmp_path: Pa
     assert report.learned_peak(tmp_path, report.LINKS) == 5 << 20  # a nested run is not a build of its own
 
 
-
 def _tiny(root: Path) -> Path:
     return write_tree(root, {"Cargo.toml": '[package]\nname = "tiny"\nversion = "0.1.0"\nedition = "2021"\n',
                              "src/main.rs": "fn main() {}\n"})

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cargo_agent import config, host, jobserver, lockdir, tokens
+from cargo_agent import background, config, host, jobserver, lockdir, tokens
 
 pytestmark = pytest.mark.timeout(60)  # a broker or a token wait that never ends fails, never hangs
 
@@ -273,7 +272,7 @@ def test_with_j1_there_is_nothing_to_lend_and_no_thread(pool: tokens.Pool, pipe:
     broker = _broker(pool, pipe, cap=0)
     broker.start()
     try:
-        assert broker._thread.ident is None
+        assert not broker._thread.started
         broker.step(0.0)
         assert (pipe.waiting(), broker.lent, broker.peak, broker.cpu_seconds) == (0, 0, 0, 0.0)
     finally:
@@ -304,7 +303,7 @@ def test_a_build_may_take_its_jobs_at_most_the_pool_less_its_implicit_token(pool
     assert build.peak == 1 and build.tokens is not None and len(build.tokens.held) == 1
     spec = _spec()
     seen: list[int] = []
-    threads: list[threading.Thread] = []
+    threads: list[background.Thread] = []
     pipes: list[int] = []
 
     def body() -> str:
@@ -313,7 +312,7 @@ def test_a_build_may_take_its_jobs_at_most_the_pool_less_its_implicit_token(pool
         while build._broker.lent < lent:  # its thread counts a byte just after writing it
             time.sleep(0.001)
         thread = build._broker._thread
-        assert thread.name == "cargo-agent-broker" and thread.daemon and thread.is_alive()
+        assert thread.started and thread.alive()
         threads.append(thread)
         pipes.extend(build._broker.pipe.fds)
         for when in (1.0, 2.0):  # ...and never more, however often it polls with the pipe dry
@@ -328,7 +327,7 @@ def test_a_build_may_take_its_jobs_at_most_the_pool_less_its_implicit_token(pool
     record = build.record()
     assert (record["tokens_peak"], record["jobserver"]) == (1 + lent, "private")
     assert record["broker_polls"] >= 2 and build.broker_cpu_seconds > 0
-    assert not threads[0].is_alive()  # stopped and joined
+    assert not threads[0].alive()  # stopped and joined
     for fd in pipes:  # the pipe is closed
         with pytest.raises(OSError):
             os.fstat(fd)
