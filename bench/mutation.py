@@ -91,7 +91,8 @@ TARGETS: dict[str, Target] = {
     "report": Target("cargo_agent/report.py", ("tests/report_test.py",),
                      only=("command_key", "_same_key", "predict", "learned_peak")),
     "host": Target("cargo_agent/host.py", ("tests/host_test.py",),
-                   only=("meminfo", "_mounts", "_cgroup_dirs", "_stat_field", "_number", "Limit", "limits", "in_force",
+                   only=("meminfo", "_mounts", "_cgroup_dirs", "_find_cgroup_dirs", "_stat_field", "_number", "Limit",
+                         "limits", "in_force",
                          "reserve_within", "_cpu_cgroup_dirs", "_read_quota", "cpu_limit", "cpus")),
 }
 
