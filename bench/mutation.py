@@ -50,6 +50,8 @@ REPO = Path(__file__).resolve().parent.parent
 ALLOWLIST = REPO / "bench" / "mutation-equivalent.toml"
 DEFAULT_SEED = 18
 MAX_JOBS = 2  # the build host has 2 cores shared with other work
+MEMORY_CAP = 4 << 30  # a test run's process tree above this: a mutant that loops appending (killed, not OOM)
+WATCH_SECONDS = 0.5  # how often a running test run's memory is looked at
 
 
 @dataclass(frozen=True)
@@ -402,6 +404,7 @@ class Runner:
     repo: Path
     jobs: int = MAX_JOBS
     timeout: float | None = None
+    memory_cap: int = MEMORY_CAP
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cargo-agent-mutation-")))
     copies: queue.Queue[Path] = field(default_factory=queue.Queue)
     _running: set[int] = field(default_factory=set)
@@ -448,11 +451,21 @@ class Runner:
             if self.stopping:  # started as stop() ran: stop() did not see it
                 _kill_tree(process.pid)
         try:
-            output, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(process.pid)
-            process.communicate()
-            return "timeout", time.monotonic() - start, f"no result after {timeout:.0f} s"
+            while True:
+                try:
+                    output, _ = process.communicate(timeout=WATCH_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if timeout is not None and time.monotonic() - start >= timeout:
+                    _kill_tree(process.pid)
+                    process.communicate()
+                    return "timeout", time.monotonic() - start, f"no result after {timeout:.0f} s"
+                if _tree_memory(process.pid) > self.memory_cap:  # before the OOM killer picks a victim
+                    _kill_tree(process.pid)
+                    process.communicate()
+                    return "killed", time.monotonic() - start, (f"its tests held more than "
+                                                                 f"{self.memory_cap >> 20} MiB")
         finally:
             with self._lock:
                 self._running.discard(process.pid)
@@ -463,6 +476,8 @@ class Runner:
             raise KeyboardInterrupt
         if process.returncode == 0:
             return "survived", seconds, ""
+        if process.returncode < 0:  # a signal: the OOM killer, or a test's own process group kill
+            return "killed", seconds, f"pytest killed by signal {-process.returncode}"
         if process.returncode in (1, 2, 3):  # failed, interrupted (collection error), internal error
             failed = next((line for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))), "")
             last = output.strip().splitlines()[-1] if output.strip() else ""
@@ -511,6 +526,23 @@ class Runner:
 
     def close(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _tree_memory(pid: int) -> int:
+    """Resident memory of a test run and everything it started, in bytes."""
+    import psutil
+
+    try:
+        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
 
 
 def _kill_tree(pid: int) -> None:

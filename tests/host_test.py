@@ -152,6 +152,14 @@ def test_the_limit_with_least_room_wins_and_on_a_tie_the_smaller_limit(tmp_path:
     assert host.in_force(tie).source == f"cgroup v2 memory.max of {tmp_path / 'tie' / 'cg' / 't'}"
 
 
+def test_a_cgroup_path_with_a_colon_is_read_whole(tmp_path: Path) -> None:
+    proc = _fake_root(tmp_path, "/user:1/a:b", {"/user:1/a:b": (str(1 << 30), 0)})
+    assert host.in_force(proc).source == f"cgroup v2 memory.max of {tmp_path / 'cg' / 'user:1' / 'a:b'}"
+    v1 = _v1_memory(tmp_path / "v1", "/job:7", {"/job:7": {"memory.limit_in_bytes": str(1 << 30),
+                                                           "memory.usage_in_bytes": "0"}})
+    assert host.in_force(v1).source.endswith("job:7")
+
+
 def test_cgroup_v2_levels_without_a_limit_or_a_reading_are_skipped(tmp_path: Path) -> None:
     proc = _fake_root(tmp_path, "/x/y/z", {"/x/y/z": ("0", 5), "/x/y": ("max", 5), "/x": (str(3 << 30), 2000)})
     write_tree(tmp_path / "cg" / "w", {"memory.max": str(1 << 30)})  # not our cgroup
