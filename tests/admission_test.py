@@ -281,6 +281,22 @@ def test_what_a_running_build_still_needs_is_its_prediction_less_its_tree_now(tm
     assert verdict[1] and "1 running builds" in (verdict[0] or "")
 
 
+def test_a_held_slot_counts_with_or_without_its_record_and_a_record_alone_does_not(
+        tmp_path: Path, lock_dir: Path, others: Holders) -> None:
+    env = _memory(tmp_path, 50)
+    settings = _settings(lock_dir, count=3)
+    (lock_dir / "slot-2.json").write_text(json.dumps({"pid": GONE_PID, "slot": 2, "predicted": 1 << 40}))
+    assert slots.memory_verdict(settings, env, 1 << 40) == (None, False)  # a record whose slot nobody holds
+    fd = lockdir.open_lock(lock_dir / "slot-1.lock", False)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    others.fds.append(fd)  # held, but no record written yet
+    assert slots.memory_verdict(settings, env, 1 << 40, own_slot=1) == (None, False)  # that one is ours
+    (lock_dir / "slot-2.json").unlink()
+    reason, too_big = slots.memory_verdict(settings, env, 1 << 40)
+    assert too_big and "still needed by 1 running builds" in (reason or "")
+    assert slots._others_held(settings, None) and not slots._others_held(settings, 1)
+
+
 def test_an_earlier_waiter_that_stepped_aside_goes_first_once_it_fits(tmp_path: Path, lock_dir: Path,
                                                                       others: Holders) -> None:
     env = _memory(tmp_path, 50)
