@@ -14,6 +14,12 @@ working tree), and the module's tests run against that copy with PYTHONPATH poin
 the tests fail or time out (a mutant that loops; a timeout is confirmed once with three times the
 limit, so a busy machine does not count as a kill), and survives when they pass.
 
+TARGETS names the modules that decide (policy, argv, config, lint, and the parts that decide
+tokens, caps, admission, link slots, predictions and the memory limit: tokens, envshape, slots,
+linkgate, report, host, each limited by `only` to its deciding functions and classes) and, for
+each, the tests run per mutant: files, or `file::test` for one test of a slow file, the quickest
+killers first (pytest -x stops at the first failure); a file missing from the checkout is skipped.
+
 Equivalent mutants (no test could tell them apart) are listed with a reason in
 bench/mutation-equivalent.toml and left out of the score. Not part of CI: it is slow.
 See docs/mutation.md for the figures.
@@ -44,18 +50,20 @@ REPO = Path(__file__).resolve().parent.parent
 ALLOWLIST = REPO / "bench" / "mutation-equivalent.toml"
 DEFAULT_SEED = 18
 MAX_JOBS = 2  # the build host has 2 cores shared with other work
+MEMORY_CAP = 4 << 30  # a test run's process tree above this: a mutant that loops appending (killed, not OOM)
+WATCH_SECONDS = 0.5  # how often a running test run's memory is looked at
 
 
 @dataclass(frozen=True)
 class Target:
     path: str  # the module, relative to the repo root
-    tests: tuple[str, ...]  # test files run per mutant, the quickest killers first (pytest -x stops early)
+    tests: tuple[str, ...]  # test files (or `file::test`) run per mutant, the quickest killers first (-x stops early)
     only: tuple[str, ...] = ()  # top-level functions/classes to mutate; empty: the whole module
     keyword: str = ""  # a pytest -k expression narrowing the tests run per mutant; empty: all of them
 
 
-# The modules that decide. To add one, add a row: e.g. "tokens", "linkgate", "host", or
-# "slots": Target("cargo_agent/slots.py", ("tests/slots_test.py",), only=("admit", ...)) for admission only.
+# The modules that decide, each with the tests run per mutant. To add one, add a row; `only`
+# limits it to some top-level functions and classes (e.g. slots' admission, not its queue).
 TARGETS: dict[str, Target] = {
     "policy": Target("cargo_agent/policy.py", ("tests/policy_test.py", "tests/cli_test.py")),
     "argv": Target("cargo_agent/argv.py", ("tests/argv_test.py", "tests/policy_test.py")),
@@ -65,6 +73,29 @@ TARGETS: dict[str, Target] = {
     # fuzz_test's config tests, and the pre-commit hook install (4 s; what it checks, main() tests check).
     "lint": Target("cargo_agent/lint.py", ("tests/lint_test.py", "tests/fuzz_test.py"),
                    keyword="lint and not pre_commit"),
+    # The parts that decide admission and tokens: only the deciding functions and classes (`only`),
+    # not the lock-file, queue and supervisor plumbing around them. A file missing from a checkout
+    # (a "before" measurement) is skipped; `file::test` runs one test of a slow file.
+    "tokens": Target("cargo_agent/tokens.py", ("tests/tokens_decide_test.py", "tests/tokens_test.py"),
+                     only=("resolve", "Broker", "BuildCpu", "for_build")),
+    "envshape": Target("cargo_agent/envshape.py", ("tests/envshape_test.py",),
+                       only=("jobs_cap", "test_threads_cap", "link_threads_cap", "_int_or_none", "_shape_jobs",
+                             "_shape_test_threads", "_shape_test_threads_arg")),
+    "slots": Target("cargo_agent/slots.py", (
+        "tests/admission_test.py", "tests/report_test.py",
+        "tests/slots_test.py::test_slot_count_lives_in_the_host_file_and_can_only_be_lowered",
+        "tests/slots_test.py::test_memory_pressure_holds_a_run_back_until_it_drops",
+        "tests/host_test.py::test_pressure_holds_admission_and_says_why"),
+        only=("learned_per_build", "auto_slots", "resolve", "_hold_back", "_others_held", "memory_verdict", "_asides",
+              "_step_aside", "_take_free_slot", "_decide")),
+    "linkgate": Target("cargo_agent/linkgate.py", ("tests/linkgate_test.py", "tests/report_test.py"),
+                       only=("slot_count",)),
+    "report": Target("cargo_agent/report.py", ("tests/report_test.py",),
+                     only=("command_key", "_same_key", "predict", "learned_peak")),
+    "host": Target("cargo_agent/host.py", ("tests/host_test.py",),
+                   only=("meminfo", "_mounts", "_cgroup_dirs", "_find_cgroup_dirs", "_stat_field", "_number", "Limit",
+                         "limits", "in_force",
+                         "reserve_within", "_cpu_cgroup_dirs", "_read_quota", "cpu_limit", "cpus")),
 }
 
 _CMP_FLIP: dict[type[ast.cmpop], type[ast.cmpop]] = {
@@ -373,6 +404,7 @@ class Runner:
     repo: Path
     jobs: int = MAX_JOBS
     timeout: float | None = None
+    memory_cap: int = MEMORY_CAP
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cargo-agent-mutation-")))
     copies: queue.Queue[Path] = field(default_factory=queue.Queue)
     _running: set[int] = field(default_factory=set)
@@ -419,11 +451,21 @@ class Runner:
             if self.stopping:  # started as stop() ran: stop() did not see it
                 _kill_tree(process.pid)
         try:
-            output, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(process.pid)
-            process.communicate()
-            return "timeout", time.monotonic() - start, f"no result after {timeout:.0f} s"
+            while True:
+                try:
+                    output, _ = process.communicate(timeout=WATCH_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if timeout is not None and time.monotonic() - start >= timeout:
+                    _kill_tree(process.pid)
+                    process.communicate()
+                    return "timeout", time.monotonic() - start, f"no result after {timeout:.0f} s"
+                if _tree_memory(process.pid) > self.memory_cap:  # before the OOM killer picks a victim
+                    _kill_tree(process.pid)
+                    process.communicate()
+                    return "killed", time.monotonic() - start, (f"its tests held more than "
+                                                                 f"{self.memory_cap >> 20} MiB")
         finally:
             with self._lock:
                 self._running.discard(process.pid)
@@ -434,6 +476,8 @@ class Runner:
             raise KeyboardInterrupt
         if process.returncode == 0:
             return "survived", seconds, ""
+        if process.returncode < 0:  # a signal: the OOM killer, or a test's own process group kill
+            return "killed", seconds, f"pytest killed by signal {-process.returncode}"
         if process.returncode in (1, 2, 3):  # failed, interrupted (collection error), internal error
             failed = next((line for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))), "")
             last = output.strip().splitlines()[-1] if output.strip() else ""
@@ -453,7 +497,8 @@ class Runner:
 
     @staticmethod
     def tests(copy: Path, target: Target) -> tuple[str, ...]:
-        return tuple(t for t in target.tests if (copy / t).exists())
+        """The target's tests that exist in `copy` (a `file::test` entry names one test of a file)."""
+        return tuple(t for t in target.tests if (copy / t.split("::")[0]).exists())
 
     def run(self, mutant: Mutant, target: Target, timeout: float) -> Outcome:
         if self.stopping:
@@ -481,6 +526,23 @@ class Runner:
 
     def close(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _tree_memory(pid: int) -> int:
+    """Resident memory of a test run and everything it started, in bytes."""
+    import psutil
+
+    try:
+        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
 
 
 def _kill_tree(pid: int) -> None:
@@ -530,6 +592,12 @@ def select(mutants: list[Mutant], sample: int | None, seed: int, module: str) ->
         return mutants
     picked = random.Random(f"{seed}:{module}").sample(mutants, sample)
     return sorted(picked, key=lambda m: (m.start, m.end, m.id))
+
+
+def _label(test: str) -> str:
+    """`tests/slots_test.py::test_x` -> `slots_test::test_x`."""
+    path, sep, node = test.partition("::")
+    return Path(path).stem + sep + node
 
 
 def _table(rows: list[dict[str, object]]) -> str:
@@ -605,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             how = "chosen by --id" if args.id else f"sample, seed {args.seed}"
             count = f"{len(chosen)} of {len(every) - equivalent} ({how})" if sampled else str(len(chosen))
             score = f"{100 * killed / len(chosen):.1f} %" if chosen else "n/a"
-            named = ", ".join(Path(t).stem for t in tests) + (f" (-k '{target.keyword}')" if target.keyword else "")
+            named = ", ".join(_label(t) for t in tests) + (f" (-k '{target.keyword}')" if target.keyword else "")
             rows.append({"path": target.path, "tests": named, "mutants": count,
                          "killed": killed, "equivalent": equivalent, "score": score})
             report.extend({"id": o.mutant.id, "where": o.mutant.where, "operator": o.mutant.operator,

@@ -95,6 +95,229 @@ def test_a_cgroup_limit_above_memtotal_does_not_win(tmp_path: Path) -> None:
     proc = _fake_root(tmp_path, "/big", {"/big": (str(64 << 30), 1 << 20)})
     assert host.in_force(proc).source == "MemTotal (/proc/meminfo)"
 
+# ---- the limit in force and the CPUs, from fake /proc and cgroup trees ------------------------
+
+def _proc(tmp_path: Path, meminfo: str = "MemTotal: 16000000 kB\nMemAvailable: 15000000 kB\n",
+          cgroup: str = "", mountinfo: str = "") -> str:
+    proc = tmp_path / "proc"
+    files = {"self/cgroup": cgroup, "self/mountinfo": mountinfo}
+    if meminfo is not None:
+        files["meminfo"] = meminfo
+    write_tree(proc, files)
+    return str(proc)
+
+
+def _v1_memory(tmp_path: Path, cgroup_path: str, levels: dict[str, dict[str, str]], root: str = "/",
+               controllers: str = "memory", options: str = "rw,memory") -> str:
+    mount = tmp_path / "v1 mem"  # a space in the mount point: octal-escaped in mountinfo
+    for relative, files in levels.items():
+        write_tree(mount / relative.lstrip("/"), files)
+    return _proc(tmp_path, cgroup=f"5:{controllers}:{cgroup_path}\n",
+                 mountinfo=f"40 23 0:30 {root} {str(mount).replace(' ', chr(92) + '040')} rw - cgroup cgroup "
+                           f"{options}\n")
+
+
+def test_meminfo_reads_kb_as_bytes_and_plain_counts_as_they_are(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, "MemTotal:       2048 kB\nHugePages_Total:       7\nBroken: lots kB\nNoColon\n")
+    assert host.meminfo(proc) == {"MemTotal": 2048 * 1024, "HugePages_Total": 7}
+    assert host.meminfo(str(tmp_path / "nowhere")) == {}
+
+
+def test_memtotal_use_is_total_minus_available_else_free(tmp_path: Path) -> None:
+    with_available = host.limits(_proc(tmp_path / "a", "MemTotal: 1000 kB\nMemFree: 100 kB\nMemAvailable: 400 kB\n"))
+    assert [(found.limit, found.used, found.source) for found in with_available] == [
+        (1000 << 10, 600 << 10, "MemTotal (/proc/meminfo)")]
+    free_only = host.limits(_proc(tmp_path / "b", "MemTotal: 1000 kB\nMemFree: 100 kB\n"))
+    assert free_only[0].used == 900 << 10
+    assert host.limits(_proc(tmp_path / "c", "MemFree: 100 kB\n")) == []  # no MemTotal: no limit from it
+
+
+def test_without_any_limit_the_limit_in_force_is_unknown(tmp_path: Path) -> None:
+    unknown = host.in_force(_proc(tmp_path, ""))
+    assert (unknown.limit, unknown.used, unknown.source) == (0, 0, "unknown (no /proc/meminfo)")
+
+
+def test_a_limit_counts_no_negative_use_and_its_room_is_what_is_left() -> None:
+    assert (host.Limit(100, -5, "x").used, host.Limit(100, -5, "x").room) == (0, 100)
+    assert host.Limit(100, 30, "x").room == 70
+    assert repr(host.Limit(100, 30, "src")) == "Limit(100, 30, 'src')"
+
+
+def test_the_limit_with_least_room_wins_and_on_a_tie_the_smaller_limit(tmp_path: Path) -> None:
+    proc = _fake_root(tmp_path, "/a/b", {"/a/b": (str(8 << 30), 1000 + (1 << 30)),  # 7 GiB room
+                                         "/a": (str(4 << 30), 1000 + (1 << 30))})  # 3 GiB room: wins
+    assert host.in_force(proc).source == f"cgroup v2 memory.max of {tmp_path / 'cg' / 'a'}"
+    # MemTotal 16000000 kB with 15000000 kB available: 1000000 kB room; a cgroup with the same room
+    tie = _fake_root(tmp_path / "tie", "/t", {"/t": (str((1000000 << 10) + 5000), 5000 + 1000)})
+    assert host.in_force(tie).source == f"cgroup v2 memory.max of {tmp_path / 'tie' / 'cg' / 't'}"
+
+
+def test_a_cgroup_path_with_a_colon_is_read_whole(tmp_path: Path) -> None:
+    proc = _fake_root(tmp_path, "/user:1/a:b", {"/user:1/a:b": (str(1 << 30), 0)})
+    assert host.in_force(proc).source == f"cgroup v2 memory.max of {tmp_path / 'cg' / 'user:1' / 'a:b'}"
+    v1 = _v1_memory(tmp_path / "v1", "/job:7", {"/job:7": {"memory.limit_in_bytes": str(1 << 30),
+                                                           "memory.usage_in_bytes": "0"}})
+    assert host.in_force(v1).source.endswith("job:7")
+
+
+def test_cgroup_v2_levels_without_a_limit_or_a_reading_are_skipped(tmp_path: Path) -> None:
+    proc = _fake_root(tmp_path, "/x/y/z", {"/x/y/z": ("0", 5), "/x/y": ("max", 5), "/x": (str(3 << 30), 2000)})
+    write_tree(tmp_path / "cg" / "w", {"memory.max": str(1 << 30)})  # not our cgroup
+    (tmp_path / "cg" / "x" / "memory.current").unlink()
+    assert [found.source for found in host.limits(proc)] == ["MemTotal (/proc/meminfo)"]
+    (tmp_path / "cg" / "x" / "memory.current").write_text("2000\n")
+    found = host.limits(proc)[1]
+    assert (found.limit, found.used) == (3 << 30, 1000)  # 2000 charged, 1000 of it file cache
+
+
+def test_a_cgroup_v1_memory_limit_and_its_ancestors_count_cache_excluded(tmp_path: Path) -> None:
+    proc = _v1_memory(tmp_path, "/job/step", {
+        "/job/step": {"memory.limit_in_bytes": str(1 << 61), "memory.usage_in_bytes": "10"},  # "no limit"
+        "/job": {"memory.limit_in_bytes": str(2 << 30), "memory.usage_in_bytes": str(1 << 30),
+                 "memory.stat": "cache 1\ntotal_inactive_file 1000\ntotal_active_file 24\ninactive_file 7\n"},
+        "/": {"memory.limit_in_bytes": str(host.UNLIMITED_CGROUP - 1), "memory.usage_in_bytes": str(1 << 30),
+              "memory.stat": "inactive_file 1000\nactive_file 24\n"},  # no total_*: this level's own figures
+    }, controllers="cpuset,memory")
+    mount = tmp_path / "v1 mem"
+    found = [(f.limit, f.used, f.source) for f in host.limits(proc)[1:]]
+    assert found == [(2 << 30, (1 << 30) - 1024, f"cgroup v1 memory.limit_in_bytes of {mount / 'job'}"),
+                     (host.UNLIMITED_CGROUP - 1, (1 << 30) - 1024, f"cgroup v1 memory.limit_in_bytes of {mount}")]
+    assert host.in_force(proc).source.endswith(str(mount / "job"))
+
+
+def test_a_cgroup_v1_level_with_a_zero_or_unreadable_limit_is_skipped(tmp_path: Path) -> None:
+    proc = _v1_memory(tmp_path, "/a", {"/a": {"memory.limit_in_bytes": "0", "memory.usage_in_bytes": "1"},
+                                       "/": {"memory.limit_in_bytes": str(1 << 30)}})
+    assert len(host.limits(proc)) == 1
+    tiny = _v1_memory(tmp_path / "t", "/a", {"/a": {"memory.limit_in_bytes": "1", "memory.usage_in_bytes": "0"}})
+    assert host.in_force(tiny).limit == 1  # any positive limit counts, however small
+
+
+def test_a_cgroup_v2_limit_of_one_byte_counts(tmp_path: Path) -> None:
+    proc = _fake_root(tmp_path, "/a", {"/a": ("1", 0)})
+    assert host.in_force(proc).limit == 1
+
+
+def test_a_containers_cgroup_view_is_read_relative_to_its_mount_root(tmp_path: Path) -> None:
+    """In a container, /proc/self/cgroup names /docker/abc/job while the mount's root is /docker/abc."""
+    levels = {"/job": {"memory.limit_in_bytes": str(1 << 30), "memory.usage_in_bytes": "0"}}
+    proc = _v1_memory(tmp_path, "/docker/abc/job", levels, root="/docker/abc")
+    assert host.in_force(proc).source == f"cgroup v1 memory.limit_in_bytes of {tmp_path / 'v1 mem' / 'job'}"
+    at_root = _v1_memory(tmp_path / "r", "/docker/abc", {"/": levels["/job"]}, root="/docker/abc")
+    assert host.in_force(at_root).source == f"cgroup v1 memory.limit_in_bytes of {tmp_path / 'r' / 'v1 mem'}"
+    elsewhere = _v1_memory(tmp_path / "e", "/other/job", {"/other/job": levels["/job"]}, root="/docker/abc")
+    assert host.in_force(elsewhere).limit == 1 << 30  # a path outside the root is read as it is
+    lookalike = _v1_memory(tmp_path / "l", "/docker/abcd/job", {"/docker/abcd/job": levels["/job"]},
+                           root="/docker/abc")
+    assert host.in_force(lookalike).limit == 1 << 30
+
+
+def test_only_the_memory_hierarchy_and_real_cgroup_mounts_are_read(tmp_path: Path) -> None:
+    levels = {"/a": {"memory.limit_in_bytes": str(1 << 30), "memory.usage_in_bytes": "0"}}
+    not_memory = _v1_memory(tmp_path / "n", "/a", levels, controllers="cpu", options="rw,cpu")
+    assert len(host.limits(not_memory)) == 1
+    not_ours = _v1_memory(tmp_path / "o", "/a", levels, controllers="cpu")  # a memory mount, but not our hierarchy
+    assert len(host.limits(not_ours)) == 1
+    mounted_without_memory = _v1_memory(tmp_path / "m", "/a", levels, options="rw,cpu")
+    assert len(host.limits(mounted_without_memory)) == 1
+    mount = tmp_path / "v1 mem"
+    write_tree(mount / "a", levels["/a"])
+    broken = _proc(tmp_path, cgroup="bad line\n5:memory:/a\n",
+                   mountinfo=f"1 2 0:1 / /proc rw - proc proc rw\nshort - cgroup\n"
+                             f"40 23 0:30 / {str(mount).replace(' ', chr(92) + '040')} rw - cgroup cgroup rw,memory\n")
+    assert host.in_force(broken).source.endswith(str(mount / "a"))
+
+
+def test_mount_lines_too_short_to_name_a_root_and_mount_point_are_skipped(tmp_path: Path) -> None:
+    mount = tmp_path / "mem"
+    write_tree(mount / "a", {"memory.limit_in_bytes": str(1 << 30), "memory.usage_in_bytes": "0"})
+    write_tree(tmp_path / "cpu" / "a", {"cpu.max": "50000 100000\n"})
+    short = ("1 2 0:1 /x - cgroup cgroup rw,memory\n"  # no mount point
+             "1 2 0:1 / /t2 rw - cgroup cgroup\n"  # no super options
+             "1 2 0:1 / /t1 rw - cgroup\n"
+             "- cgroup2 cgroup2 rw\n"
+             "1 2 0:1 / /c2 rw - cgroup2 cgroup2\n")
+    proc = _proc(tmp_path, cgroup="0::/a\n5:memory:/a\n",
+                 mountinfo=short + f"1 2 0:1 / {mount} - cgroup cgroup rw,memory\n"  # 5 fields: enough
+                                   f"3 2 0:2 / {tmp_path / 'cpu'} rw - cgroup2 cgroup2 rw\n")
+    assert host.in_force(proc).source == f"cgroup v1 memory.limit_in_bytes of {mount / 'a'}"
+    assert host.cpu_limit(proc) == (0.5, str(tmp_path / "cpu" / "a" / "cpu.max"))
+
+
+def test_reserve_is_at_most_a_quarter_of_the_limit() -> None:
+    assert host.reserve_within(2 << 30, 4 << 30) == 1 << 30
+    assert host.reserve_within(1 << 30, 4 << 30) == 1 << 30
+    assert host.reserve_within(1 << 30, 8 << 30) == 1 << 30
+    assert host.reserve_within(5, 0) == 5  # no limit known: the reserve as set
+
+
+def _cpu_tree(tmp_path: Path, version: str, files: dict[str, str], path: str = "/a/b", root: str = "/") -> str:
+    mount = tmp_path / "cg"
+    if version == "v2":
+        cgroup, mountinfo = f"0::{path}\n", f"30 25 0:26 {root} {mount} rw - cgroup2 cgroup2 rw\n"
+    else:
+        cgroup = f"2:memory:{path}\n4:cpu,cpuacct:{path}\n"
+        mountinfo = (f"29 25 0:25 {root} {tmp_path / 'mem'} rw - cgroup cgroup rw,memory\n"
+                     f"31 25 0:27 {root} {mount} rw - cgroup cgroup rw,cpu,cpuacct\n")
+    write_tree(mount, files)
+    return _proc(tmp_path, cgroup=cgroup, mountinfo=mountinfo)
+
+
+@pytest.mark.timeout(30)  # a walk up the cgroup tree that never stops would loop
+@pytest.mark.parametrize(("version", "files", "expected"), [
+    ("v2", {"a/b/cpu.max": "150000\n"}, 1.5),  # the period defaults to 100000
+    ("v2", {"a/b/cpu.max": "200000 50000\n"}, 4.0),
+    ("v2", {"a/b/cpu.max": "max 100000\n", "a/cpu.max": "0 100000\n", "cpu.max": "300000 100000\n"}, 3.0),
+    ("v2", {"a/b/cpu.max": "100000 0\n"}, None),
+    ("v2", {"a/b/cpu.max": "-5 100000\n"}, None),
+    ("v2", {"a/b/cpu.max": "many\n"}, None),
+    ("v1", {"a/b/cpu.cfs_quota_us": "50000\n", "a/b/cpu.cfs_period_us": "100000\n"}, 0.5),
+    ("v1", {"a/b/cpu.cfs_quota_us": "50000\n", "a/b/cpu.cfs_period_us": "0\n"}, None),
+    ("v1", {"a/b/cpu.cfs_quota_us": "50000\n"}, None),
+    ("v1", {"a/b/cpu.cfs_quota_us": "300000\n", "a/b/cpu.cfs_period_us": "100000\n",
+            "a/cpu.cfs_quota_us": "200000\n", "a/cpu.cfs_period_us": "100000\n"}, 2.0),  # the tighter ancestor
+])
+def test_the_tightest_cpu_quota_of_the_cgroup_and_its_ancestors(tmp_path: Path, version: str, files: dict[str, str],
+                                                                expected: float | None) -> None:
+    found = host.cpu_limit(_cpu_tree(tmp_path, version, files))
+    assert (found[0] if found else None) == expected
+    if found is not None:
+        name = "cpu.max" if version == "v2" else "cpu.cfs_quota_us"
+        winner = next(path for path, text in files.items() if path.endswith(name)
+                      and host._read_quota(str(tmp_path / "cg" / os.path.dirname(path)), version) == expected)
+        assert found[1] == str(tmp_path / "cg" / winner)
+
+
+@pytest.mark.timeout(30)
+def test_of_equal_quotas_the_innermost_is_named(tmp_path: Path) -> None:
+    proc = _cpu_tree(tmp_path, "v2", {"a/b/cpu.max": "50000 100000\n", "a/cpu.max": "50000 100000\n"})
+    assert host.cpu_limit(proc) == (0.5, str(tmp_path / "cg" / "a" / "b" / "cpu.max"))
+
+
+@pytest.mark.timeout(30)
+def test_a_quota_is_read_no_higher_than_the_mount_point(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"cpu.max": "50000 100000\n"})  # above the mount: not ours
+    proc = _cpu_tree(tmp_path, "v2", {"a/b/cpu.max": "max\n"})
+    assert host.cpu_limit(proc) is None
+    inside = _cpu_tree(tmp_path / "c", "v2", {"b/cpu.max": "50000 100000\n"}, path="/ns/b", root="/ns")
+    assert host.cpu_limit(inside) == (0.5, str(tmp_path / "c" / "cg" / "b" / "cpu.max"))
+    outside = _cpu_tree(tmp_path / "o", "v2", {"ns2/b/cpu.max": "50000 100000\n"}, path="/ns2/b", root="/ns")
+    assert host.cpu_limit(outside) is None  # our cgroup is not below that mount's root
+    assert host.cpu_limit(str(tmp_path / "no-proc")) is None
+
+
+@pytest.mark.timeout(30)
+def test_cpus_are_the_affinity_lowered_by_a_quota_rounded_up(tmp_path: Path) -> None:
+    cores = host.cores()
+    assert host.cpus(str(tmp_path / "none")) == (cores, f"{cores} cores (CPU affinity)")
+    equal = _cpu_tree(tmp_path / "eq", "v2", {"a/b/cpu.max": f"{cores * 100000} 100000\n"})
+    assert host.cpus(equal) == (cores, f"{cores} cores (CPU affinity)")  # a quota of every core lowers nothing
+    tiny = _cpu_tree(tmp_path / "tiny", "v2", {"a/b/cpu.max": "1000 100000\n"})
+    assert host.cpus(tiny) == (1, f"cgroup CPU quota 0.01 CPUs ({tmp_path / 'tiny' / 'cg' / 'a' / 'b' / 'cpu.max'})")
+    if cores > 1:
+        below = _cpu_tree(tmp_path / "below", "v2", {"a/b/cpu.max": f"{(cores - 1) * 100000 - 50000} 100000\n"})
+        assert host.cpus(below)[0] == cores - 1  # e.g. 1.5 CPUs of quota keeps two jobs busy
+
 
 def test_the_hooks_can_only_make_readings_worse(tmp_path: Path) -> None:
     real = host.read({})

@@ -4,6 +4,7 @@ mold get their thread cap without any rebuild, nested builds below a link never 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import RunAgent, agent_command, wait_for, write_tree
 
-from cargo_agent import linkgate, lockdir
+from cargo_agent import config, host, linkgate, lockdir
 
 
 def _host() -> str:
@@ -73,6 +74,51 @@ def max_overlap(lines: list[str]) -> int:
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+# ---- how many link slots (in-process) --------------------------------------------------------
+
+def _settings(tmp_path: Path, **env: str) -> config.Config:
+    return config.load({"CARGO_AGENT_CONFIG": str(tmp_path / "no-host.toml"), "XDG_CONFIG_HOME": str(tmp_path),
+                        **env})
+
+
+def test_the_link_slots_setting_is_the_count_and_names_where_it_came_from(tmp_path: Path) -> None:
+    assert linkgate.slot_count(_settings(tmp_path, CARGO_AGENT_LINK_SLOTS="3"), tmp_path, {}) == (
+        3, "link_slots = 3 (CARGO_AGENT_LINK_SLOTS)")
+
+
+def _expected(per_link: int, source: str) -> tuple[int, str]:
+    limit = host.in_force()
+    reserve = host.reserve_within(1 << 30, limit.limit)
+    by_memory = max(1, (limit.limit - reserve) // per_link)
+    count = max(1, min(by_memory, host.cores()))
+    return count, (f"min(floor(({limit.limit / (1 << 30):.1f}G {limit.source} - {reserve / (1 << 30):.2f}G reserve) / "
+                   f"{per_link / (1 << 20):.0f}M per link ({source})) = {by_memory}, {host.cores()} cores) = {count}")
+
+
+def test_link_slots_are_the_room_over_the_per_link_peak_at_most_the_cores_at_least_one(tmp_path: Path) -> None:
+    room = host.in_force().limit - host.reserve_within(1 << 30, host.in_force().limit)
+    unlearned = "per_build_memory, no link learned yet"
+    for per_link, by_memory in ((room // 1024 * 1024, 1),  # the room holds exactly one link
+                                (room // 2048 * 1024, 2),
+                                (room // 1024 * 1024 + 1024, 1),  # not even one fits: still one
+                                (1 << 20, room >> 20)):
+        settings = _settings(tmp_path, CARGO_AGENT_HOST_RESERVE="1g", CARGO_AGENT_PER_BUILD_MEMORY=f"{per_link >> 10}k")
+        count, formula = linkgate.slot_count(settings, tmp_path, {})
+        assert (count, formula) == _expected(per_link, unlearned)
+        assert count == max(1, min(by_memory, host.cores()))
+
+
+def test_link_slots_learn_from_the_highest_recent_link(tmp_path: Path) -> None:
+    room = host.in_force().limit - host.reserve_within(1 << 30, host.in_force().limit)
+    peak = room // 2 + 4096  # two of these do not fit
+    (tmp_path / "links.jsonl").write_text("".join(
+        json.dumps({"exit_code": 0, "peak_rss": p}) + "\n" for p in (1 << 20, peak, 2 << 20)))
+    settings = _settings(tmp_path, CARGO_AGENT_HOST_RESERVE="1g", CARGO_AGENT_PER_BUILD_MEMORY="1m")
+    assert linkgate.slot_count(settings, tmp_path, {}) == _expected(peak, "learned from recent links")
+    assert linkgate.slot_count(settings, tmp_path, {})[0] == 1
+    (tmp_path / "links.jsonl").write_text(json.dumps({"exit_code": 0, "peak_rss": 1}) + "\n")  # a 1-byte link
+    assert linkgate.slot_count(settings, tmp_path, {}) == _expected(1, "learned from recent links")
 
 
 # ---- links wait their turn -----------------------------------------------------------

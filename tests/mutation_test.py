@@ -185,3 +185,31 @@ def test_runner_kills_survives_and_times_out_in_a_copy_never_the_tree(tmp_path: 
     assert outcomes[loop.id].status == "timeout"
     assert (repo / "tiny.py").read_text() == source
     assert not runner.work.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_mutant_that_eats_memory_is_killed_before_the_host_runs_out(tmp_path: Path) -> None:
+    source = TINY + textwrap.dedent('''
+
+        def collect(n: int) -> list[int]:
+            found = []
+            while n > 0:
+                found.append(n)
+                n -= 1
+            return found
+    ''')
+    repo = write_tree(tmp_path / "repo", {
+        "tiny.py": source,
+        "tiny_test.py": """
+            def test_collect():
+                assert __import__("tiny").collect(3) == [3, 2, 1]
+        """,
+    })
+    grow = one(mutants_of(source), "n -= 1", "delete `n -= 1`")  # appends for ever
+    runner = mutation.Runner(repo, jobs=1, memory_cap=200 << 20)
+    try:
+        outcome = runner.run(grow, TARGET, timeout=60)
+    finally:
+        runner.close()
+    assert outcome.status == "killed" and outcome.detail == "its tests held more than 200 MiB"
+    assert outcome.seconds < 60

@@ -72,6 +72,58 @@ def test_a_planted_log_is_skipped_and_the_rotated_half_still_read(tmp_path: Path
     assert [r.peak for r in report.recent(tmp_path)] == [123 << 20]
 
 
+def test_command_key_edges_profile_packages_and_missing_names() -> None:
+    key = report.command_key(None, None, [("--profile", ""), ("--package", ""), ("--exclude", ""),
+                                          ("--package", "b"), ("--package", "b"), ("--all", None)])
+    assert key == {"workspace": "", "subcommand": "", "profile": "default", "packages": ["--workspace", "b"]}
+    assert report.command_key("/ws", "build", [("--release", None)])["profile"] == "release"
+    assert report.command_key("/ws", "build", [("--profile", "ci"), ("--release", None)])["profile"] == "ci"
+    assert report.command_key("/ws", "build", [("--release", None), ("--profile", "ci")])["profile"] == "ci"
+    assert report.command_key("/ws", "build", [("--jobs", "3"), ("--features", "x")])["packages"] == []
+
+
+def test_a_prediction_counts_only_runs_of_exactly_this_command(tmp_path: Path) -> None:
+    lines = [_record(KEY, 200 << 20), _record(KEY, 100 << 20),
+             _record({**KEY, "profile": "release"}, 9 << 30),  # same workspace and subcommand, other profile
+             _record({**KEY, "packages": []}, 9 << 30),
+             json.dumps({"key": "not a dict", "peak_rss": 9 << 30, "workspace": "/ws", "x": "build"}) + "\n",
+             _record(KEY, 0), _record(KEY, 1 << 62)]  # no plausible peak
+    (tmp_path / "runs.jsonl").write_text("".join(lines))
+    prediction = report.predict(tmp_path, KEY, 4 << 30)
+    assert (prediction.peak, prediction.runs) == (200 << 20, 2)
+    assert prediction.source == "history: highest peak of the last 2 runs of this command"
+    assert prediction.as_json() == {"peak": 200 << 20, "source": prediction.source, "runs": 2}
+    wider = report.predict(tmp_path, {"workspace": "/ws", "subcommand": "build"}, 1)  # a key of fewer fields
+    assert wider.peak == 9 << 30 and wider.runs == 4
+
+
+def test_a_prediction_is_the_highest_of_exactly_the_last_five(tmp_path: Path) -> None:
+    lines = [_record(KEY, 7 << 20)] + [_record(KEY, mib << 20) for mib in (1, 2, 3, 4, 5)]
+    (tmp_path / "runs.jsonl").write_text("".join(lines))
+    assert report.predict(tmp_path, KEY, 1).peak == 5 << 20  # the sixth newest (7 MiB) is not looked at
+    (tmp_path / "runs.jsonl").write_text("".join(lines[1:]))
+    assert (report.predict(tmp_path, KEY, 1).peak, report.predict(tmp_path, KEY, 1).runs) == (5 << 20, 5)
+
+
+def test_without_history_the_prediction_is_the_default_and_says_so(tmp_path: Path) -> None:
+    prediction = report.predict(tmp_path, KEY, 3 << 30)
+    assert (prediction.peak, prediction.runs) == (3 << 30, 0)
+    assert prediction.source == "per_build_memory (no history for this command)"
+
+
+def test_learned_peaks_look_at_the_last_50_records_of_their_own_log(tmp_path: Path) -> None:
+    (tmp_path / "runs.jsonl").write_text(_record(KEY, 900 << 20) + "".join(_record(KEY, 10 << 20) for _ in range(50)))
+    assert report.learned_peak(tmp_path) == 10 << 20  # the 51st newest is forgotten
+    assert report.learned_peak(tmp_path, report.LINKS) is None
+    (tmp_path / "links.jsonl").write_text("".join(_record({}, mib << 20) for mib in (30, 10, 20)))
+    assert report.learned_peak(tmp_path, report.LINKS) == 30 << 20
+    assert report.learned_peak(tmp_path, report.LINKS, typical=True) == 20 << 20  # the median of three
+    (tmp_path / "links.jsonl").write_text(_record({}, 5 << 20) + _record({}, 6 << 20) + _record({}, 0))
+    assert report.learned_peak(tmp_path, report.LINKS, typical=True) == 6 << 20  # the upper median of two
+    (tmp_path / "links.jsonl").write_text(_record({}, 5 << 20) + _record({}, 50 << 20, nested=True))
+    assert report.learned_peak(tmp_path, report.LINKS) == 5 << 20  # a nested run is not a build of its own
+
+
 def _tiny(root: Path) -> Path:
     return write_tree(root, {"Cargo.toml": '[package]\nname = "tiny"\nversion = "0.1.0"\nedition = "2021"\n',
                              "src/main.rs": "fn main() {}\n"})
