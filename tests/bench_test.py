@@ -99,6 +99,10 @@ def test_a_bench_run_leaves_git_status_clean_and_save_updates_only_its_sections(
     assert written["machine"]["cores"] == os.cpu_count()
 
     saved_before = json.loads((copy / "bench" / "results.json").read_text())
+    # A machine section that --save must replace (the tracked one may already equal this machine's).
+    stale = {**saved_before, "machine": {"stale": True}}
+    (copy / "bench" / "results.json").write_text(json.dumps(stale, indent=2) + "\n")
+    assert git(copy, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "stale").returncode == 0
     run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "machine", "--save"], cwd=copy,
                          env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
