@@ -429,16 +429,6 @@ def lock_holders() -> dict[tuple[int, int], list[int]]:
             except ValueError:
                 continue
     return found
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[-4] != "->":
-            try:
-                major, minor, inode = parts[5].split(":")
-                key = (os.makedev(int(major, 16), int(minor, 16)), int(inode))
-                found.setdefault(key, []).append(int(parts[4]))
-            except ValueError:
-                continue
-    return found
 
 
 def is_locked(path: str | os.PathLike[str], locks: dict[tuple[int, int], int]) -> bool:
