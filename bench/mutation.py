@@ -211,14 +211,7 @@ class _Walker:
             return
         for op, new, text in _candidates(stmt):
             self.found.append((stmt, scope, op, new, text))
-        for name, value in ast.iter_fields(stmt):
-            if name == "annotation":
-                continue
-            for child in value if isinstance(value, list) else [value]:
-                if isinstance(child, ast.expr):
-                    self.expression(child, scope)
-                elif isinstance(child, ast.AST) and not isinstance(child, ast.stmt):
-                    self.other(child, scope)
+        self.fields(stmt, scope, skip=("annotation",))
         for name in ("body", "orelse", "finalbody"):
             block = getattr(stmt, name, None)
             if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
@@ -230,8 +223,13 @@ class _Walker:
 
     def other(self, node: ast.AST, scope: str) -> None:
         """Nodes that are neither statements nor expressions: keywords, comprehensions, handlers..."""
+        self.fields(node, scope, skip=("annotation", "body", "pattern"))
+
+    def fields(self, node: ast.AST, scope: str, skip: tuple[str, ...]) -> None:
+        """The expressions and other nodes in `node`'s fields but `skip` (statements in them are
+        walked as blocks by the caller)."""
         for name, value in ast.iter_fields(node):
-            if name in ("annotation", "body", "pattern"):
+            if name in skip:
                 continue
             for child in value if isinstance(value, list) else [value]:
                 if isinstance(child, ast.expr):
