@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.storm import copy_workspace
+
 REPO = Path(__file__).resolve().parent.parent
 JOB_COMMS = ("rustc", "build-script-bu", "build_script_bu")
 
@@ -167,13 +169,6 @@ class JobSampler:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def copy_workspace(template: Path, dest: Path) -> Path:
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(template, dest, ignore=shutil.ignore_patterns("target"), symlinks=True)
-    return dest
 
 
 def storm(template: Path, work: Path, k: int, prefix: Sequence[str], env: Mapping[str, str],
